@@ -1,0 +1,154 @@
+//! `ConfigReloadActor`: polls the datacenter's monitors and schedules and tells the supervisor
+//! when they changed.
+//!
+//! It compares the rows as stored, so a reload that finds nothing new sends nothing. Rows that
+//! cannot run are reported once per change, with the monitor and the reason, and left out; the
+//! other monitors are unaffected.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use slog::{debug, error, info, warn, Logger};
+
+use crate::db::config::{self, MonitorWithSchedule};
+use crate::db::{self, DbError, Pool};
+use crate::monitor::{MonitorSpec, ProbeSet};
+
+/// Polls the configuration of one datacenter.
+pub struct ConfigReloadActor {
+    pool: Pool,
+    datacenter_id: i32,
+    interval: Duration,
+    probes: Arc<ProbeSet>,
+    supervisor: Recipient<ConfigChanged>,
+    /// Fingerprint of the rows last sent; `None` before the first successful load.
+    last_fingerprint: Option<u64>,
+    loading: bool,
+    log: Logger,
+}
+
+impl ConfigReloadActor {
+    /// A reload actor polling every `interval`.
+    pub fn new(
+        pool: Pool,
+        datacenter_id: i32,
+        interval: Duration,
+        probes: Arc<ProbeSet>,
+        supervisor: Recipient<ConfigChanged>,
+        log: Logger,
+    ) -> Self {
+        Self {
+            pool,
+            datacenter_id,
+            interval,
+            probes,
+            supervisor,
+            last_fingerprint: None,
+            loading: false,
+            log,
+        }
+    }
+
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        if self.loading {
+            return;
+        }
+        self.loading = true;
+        let pool = self.pool.clone();
+        let datacenter_id = self.datacenter_id;
+        let load = async move {
+            let mut conn = db::checkout(&pool).await?;
+            if config::datacenter_code(&mut conn, datacenter_id)
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            config::monitors_of_datacenter(&mut conn, datacenter_id)
+                .await
+                .map(Some)
+        };
+        ctx.spawn(
+            load.into_actor(self)
+                .map(|outcome: Result<_, DbError>, act, _ctx| {
+                    act.loading = false;
+                    match outcome {
+                        Ok(Some(rows)) => act.apply(rows),
+                        Ok(None) => act.datacenter_missing(),
+                        Err(e) => warn!(act.log, "config reload failed; retried at the next poll";
+                    "error" => %e),
+                    }
+                }),
+        );
+    }
+
+    fn apply(&mut self, rows: Vec<MonitorWithSchedule>) {
+        let fingerprint = fingerprint(&rows);
+        if self.last_fingerprint == Some(fingerprint) {
+            debug!(self.log, "config unchanged"; "monitors" => rows.len());
+            return;
+        }
+        self.last_fingerprint = Some(fingerprint);
+
+        let mut specs = Vec::with_capacity(rows.len());
+        let mut skipped = 0;
+        for (monitor, schedule) in &rows {
+            match self.probes.spec_from_rows(monitor, schedule.as_ref()) {
+                Ok(spec) => specs.push(Arc::new(spec)),
+                Err(invalid) => {
+                    skipped += 1;
+                    warn!(self.log, "monitor skipped: invalid configuration";
+                        "monitor_id" => invalid.monitor_id, "monitor_name" => &invalid.name,
+                        "reason" => &invalid.reason);
+                }
+            }
+        }
+        info!(self.log, "config loaded"; "monitors" => specs.len(), "skipped" => skipped);
+        self.supervisor.do_send(ConfigChanged { specs });
+    }
+
+    fn datacenter_missing(&mut self) {
+        error!(self.log, "datacenter no longer exists; stopping checks";
+            "datacenter_id" => self.datacenter_id);
+        if self.last_fingerprint != Some(0) {
+            self.last_fingerprint = Some(0);
+            self.supervisor.do_send(ConfigChanged { specs: Vec::new() });
+        }
+    }
+}
+
+/// A hash of the rows as loaded; any change of any column changes it.
+fn fingerprint(rows: &[MonitorWithSchedule]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for row in rows {
+        serde_json::to_string(row)
+            .unwrap_or_default()
+            .hash(&mut hasher);
+    }
+    hasher.finish() | 1 // never 0, which stands for "datacenter missing"
+}
+
+impl Actor for ConfigReloadActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        info!(self.log, "config reload started"; "interval_s" => self.interval.as_secs_f64());
+        self.reload(ctx);
+        ctx.run_interval(self.interval, |act, ctx| act.reload(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        info!(self.log, "config reload stopped");
+    }
+}
+
+/// Sent to the supervisor with every runnable monitor of the datacenter, whenever the stored
+/// configuration changed (and once at start).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConfigChanged {
+    pub specs: Vec<Arc<MonitorSpec>>,
+}

@@ -1,0 +1,174 @@
+//! Starting and stopping the agent: bootstrap, the actor tree, signals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::{bail, Context as _};
+use slog::{info, warn, Logger};
+
+use crate::actors::heartbeat_writer::Flush;
+use crate::actors::supervisor::{LeaseTiming, Shutdown};
+use crate::actors::{ConfigReloadActor, HeartbeatWriterActor, SupervisorActor};
+use crate::db::lease::Claimant;
+use crate::db::{self, config, migrations, DbTarget};
+use crate::health;
+use crate::monitor::{ProbeConfig, ProbeSet};
+use crate::settings::{MigrateArgs, RunArgs};
+
+/// Everything a shutdown may take, from the signal to the exit.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
+/// Connections used by the heartbeat writer.
+const WRITER_POOL_SIZE: u32 = 4;
+/// Connections used by the lease and the configuration reload.
+const CONTROL_POOL_SIZE: u32 = 2;
+
+/// `uptimeo-agent migrate`.
+pub fn migrate(args: &MigrateArgs, log: &Logger) -> anyhow::Result<()> {
+    let target = DbTarget::parse(&args.db.db_conn_string)?;
+    bootstrap_runtime()?.block_on(async {
+        if args.create_database && migrations::create_database_if_missing(&target).await? {
+            info!(log, "database created"; "database" => %target);
+        }
+        let applied = migrations::run_pending(&target).await?;
+        info!(log, "migrations applied"; "database" => %target, "applied" => applied.join(","),
+            "count" => applied.len());
+        if args.sample {
+            let mut conn = target.connect().await?;
+            db::sample::insert_sample(&mut conn).await?;
+            info!(log, "sample configuration present"; "database" => %target);
+        }
+        Ok(())
+    })
+}
+
+/// `uptimeo-agent run`: returns when a signal asked the agent to stop.
+pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
+    let target = DbTarget::parse(&args.db.db_conn_string)?;
+    let agent_id = bootstrap_runtime()?.block_on(bootstrap(args, &target, log))?;
+    let log = log.new(slog::o!("datacenter_id" => args.datacenter_id, "agent_id" => agent_id));
+    let probes = Arc::new(ProbeSet::new(&ProbeConfig::default())?);
+
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let health = if args.health_port == 0 {
+            None
+        } else {
+            let listener = health::bind(args.health_port)
+                .await
+                .with_context(|| format!("cannot listen on HEALTH_PORT {}", args.health_port))?;
+            Some(actix_rt::spawn(health::serve(listener, log.clone())))
+        };
+
+        let writer = HeartbeatWriterActor::new(
+            target.pool(WRITER_POOL_SIZE),
+            usize::from(args.write_batch_size),
+            args.write_flush_delay,
+            log.clone(),
+        )
+        .start();
+        let control_pool = target.pool(CONTROL_POOL_SIZE);
+        let claimant = Claimant {
+            datacenter_id: args.datacenter_id,
+            agent_id,
+            instance: instance_id(),
+        };
+        let timing = LeaseTiming {
+            ttl: args.lease_ttl,
+            standby_retry: args.standby_retry_interval,
+        };
+        let supervisor = SupervisorActor::new(
+            claimant,
+            timing,
+            control_pool.clone(),
+            probes.clone(),
+            writer.clone(),
+            log.clone(),
+        )
+        .start();
+        let _reload = ConfigReloadActor::new(
+            control_pool,
+            args.datacenter_id,
+            args.config_reload_interval,
+            probes,
+            supervisor.clone().recipient(),
+            log.clone(),
+        )
+        .start();
+
+        let signal = wait_for_signal().await?;
+        info!(log, "shutting down"; "signal" => signal);
+        let stop = async {
+            let _ = supervisor.send(Shutdown).await;
+            let _ = writer.send(Flush).await;
+        };
+        if tokio::time::timeout(SHUTDOWN_BUDGET, stop).await.is_err() {
+            warn!(log, "shutdown budget exceeded; exiting with work left");
+        }
+        if let Some(health) = health {
+            health.abort();
+        }
+        info!(log, "stopped");
+        Ok(())
+    })
+}
+
+/// Applies migrations and finds out who this agent is.
+async fn bootstrap(args: &RunArgs, target: &DbTarget, log: &Logger) -> anyhow::Result<i32> {
+    let applied = migrations::run_pending(target).await?;
+    if !applied.is_empty() {
+        info!(log, "migrations applied"; "applied" => applied.join(","));
+    }
+    let mut conn = target.connect().await?;
+    let dc = args.datacenter_id;
+    let Some(code) = config::datacenter_code(&mut conn, dc).await? else {
+        bail!("datacenter {dc} does not exist (no row in datacenters with id {dc})");
+    };
+    let agent_id = match args.agent_id {
+        Some(id) => match config::agent_datacenter(&mut conn, id).await? {
+            None => bail!("agent {id} does not exist (no row in agents with id {id})"),
+            Some(Some(other)) if other != dc => {
+                bail!("agent {id} belongs to datacenter {other}, not to datacenter {dc}")
+            }
+            Some(_) => id,
+        },
+        None => config::lowest_agent_id(&mut conn, dc)
+            .await?
+            .with_context(|| {
+                format!("datacenter {dc} has no agents: add a row to agents or set AGENT_ID")
+            })?,
+    };
+    info!(log, "agent starting"; "database" => %target, "datacenter_id" => dc,
+        "datacenter_code" => code, "agent_id" => agent_id);
+    Ok(agent_id)
+}
+
+/// A small multi-threaded runtime for start-up work: diesel's migration harness blocks in
+/// place, which needs one.
+fn bootstrap_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
+}
+
+/// Unique per process: host name, process id and start time.
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!(
+        "{}:{}:{}",
+        host.trim(),
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    )
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,92 @@
+//! Reads the configuration tables: datacenters, agents and the monitors of a datacenter.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::schema::{agents, api_monitors, datacenter_monitors, datacenters, schedules};
+use super::DbError;
+
+/// One `api_monitors` row as stored.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = api_monitors)]
+pub struct MonitorRow {
+    pub id: i32,
+    pub name: String,
+    pub method: String,
+    pub monitor_type: String,
+    pub url: String,
+    pub schedule_id: Option<i32>,
+    pub headers: Option<serde_json::Value>,
+    pub body: Option<serde_json::Value>,
+}
+
+/// One `schedules` row as stored.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = schedules)]
+pub struct ScheduleRow {
+    pub id: i32,
+    pub name: String,
+    pub interval: i32,
+    pub include_response_body: Option<bool>,
+    pub thresholds_warning: Option<i32>,
+    pub thresholds_critical: Option<i32>,
+}
+
+/// A monitor of the datacenter with its schedule (absent when the row names none, or one that
+/// does not exist).
+pub type MonitorWithSchedule = (MonitorRow, Option<ScheduleRow>);
+
+/// The datacenter's `code`, or `None` when no such datacenter exists.
+pub async fn datacenter_code(
+    conn: &mut AsyncPgConnection,
+    datacenter_id: i32,
+) -> Result<Option<String>, DbError> {
+    Ok(datacenters::table
+        .find(datacenter_id)
+        .select(datacenters::code)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// The lowest `agents.id` of the datacenter.
+pub async fn lowest_agent_id(
+    conn: &mut AsyncPgConnection,
+    datacenter_id: i32,
+) -> Result<Option<i32>, DbError> {
+    Ok(agents::table
+        .filter(agents::datacenter_id.eq(datacenter_id))
+        .select(agents::id)
+        .order(agents::id)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// The datacenter an agent belongs to: `None` when the agent does not exist, `Some(None)` when
+/// it has no datacenter.
+pub async fn agent_datacenter(
+    conn: &mut AsyncPgConnection,
+    agent_id: i32,
+) -> Result<Option<Option<i32>>, DbError> {
+    Ok(agents::table
+        .find(agent_id)
+        .select(agents::datacenter_id)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Every monitor linked to the datacenter through `datacenter_monitors`, by id.
+pub async fn monitors_of_datacenter(
+    conn: &mut AsyncPgConnection,
+    datacenter_id: i32,
+) -> Result<Vec<MonitorWithSchedule>, DbError> {
+    Ok(datacenter_monitors::table
+        .inner_join(api_monitors::table.left_join(schedules::table))
+        .filter(datacenter_monitors::datacenter_id.eq(datacenter_id))
+        .select((MonitorRow::as_select(), Option::<ScheduleRow>::as_select()))
+        .order(api_monitors::id)
+        .load(conn)
+        .await?)
+}

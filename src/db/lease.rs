@@ -1,0 +1,105 @@
+//! The datacenter lease: one row per datacenter in `datacenter_leases` naming the holder, an
+//! epoch that grows with every new holder (the fencing token) and an expiry computed by the
+//! database's clock, so that agents' clocks never have to agree.
+//!
+//! A row lock, not a session advisory lock: a pooled connection may be recycled at any time,
+//! which would silently free an advisory lock.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double, Integer, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::DbError;
+
+/// Who asks for the lease.
+#[derive(Debug, Clone)]
+pub struct Claimant {
+    pub datacenter_id: i32,
+    pub agent_id: i32,
+    /// Unique per process, so that two agents configured with the same agent id still differ.
+    pub instance: String,
+}
+
+#[derive(QueryableByName)]
+struct EpochRow {
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+}
+
+/// Takes the lease if nobody holds it or the holder's lease expired; returns the new epoch, or
+/// `None` while another agent holds it.
+pub async fn try_acquire(
+    conn: &mut AsyncPgConnection,
+    claimant: &Claimant,
+    ttl: Duration,
+) -> Result<Option<i64>, DbError> {
+    let row: Option<EpochRow> = diesel::sql_query(
+        "INSERT INTO datacenter_leases AS l \
+             (datacenter_id, holder_agent_id, holder_instance, epoch, acquired_at, renewed_at, \
+              expires_at) \
+         VALUES ($1, $2, $3, 1, clock_timestamp(), clock_timestamp(), \
+                 clock_timestamp() + make_interval(secs => $4)) \
+         ON CONFLICT (datacenter_id) DO UPDATE SET \
+             holder_agent_id = EXCLUDED.holder_agent_id, \
+             holder_instance = EXCLUDED.holder_instance, \
+             epoch = l.epoch + 1, \
+             acquired_at = EXCLUDED.acquired_at, \
+             renewed_at = EXCLUDED.renewed_at, \
+             expires_at = EXCLUDED.expires_at \
+         WHERE l.expires_at <= clock_timestamp() \
+         RETURNING l.epoch",
+    )
+    .bind::<Integer, _>(claimant.datacenter_id)
+    .bind::<Integer, _>(claimant.agent_id)
+    .bind::<Text, _>(&claimant.instance)
+    .bind::<Double, _>(ttl.as_secs_f64())
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row.map(|r| r.epoch))
+}
+
+/// Extends the lease held under `epoch`; false when it was lost (expired and taken, or the
+/// datacenter's row is gone), in which case the caller must stop at once.
+pub async fn renew(
+    conn: &mut AsyncPgConnection,
+    claimant: &Claimant,
+    epoch: i64,
+    ttl: Duration,
+) -> Result<bool, DbError> {
+    let updated = diesel::sql_query(
+        "UPDATE datacenter_leases \
+         SET expires_at = clock_timestamp() + make_interval(secs => $4), \
+             renewed_at = clock_timestamp() \
+         WHERE datacenter_id = $1 AND holder_instance = $2 AND epoch = $3 \
+           AND expires_at > clock_timestamp()",
+    )
+    .bind::<Integer, _>(claimant.datacenter_id)
+    .bind::<Text, _>(&claimant.instance)
+    .bind::<BigInt, _>(epoch)
+    .bind::<Double, _>(ttl.as_secs_f64())
+    .execute(conn)
+    .await?;
+    Ok(updated == 1)
+}
+
+/// Gives the lease up so that a standby can take it at once.
+pub async fn release(
+    conn: &mut AsyncPgConnection,
+    claimant: &Claimant,
+    epoch: i64,
+) -> Result<bool, DbError> {
+    let updated = diesel::sql_query(
+        "UPDATE datacenter_leases \
+         SET expires_at = clock_timestamp(), holder_instance = NULL \
+         WHERE datacenter_id = $1 AND holder_instance = $2 AND epoch = $3",
+    )
+    .bind::<Integer, _>(claimant.datacenter_id)
+    .bind::<Text, _>(&claimant.instance)
+    .bind::<BigInt, _>(epoch)
+    .execute(conn)
+    .await?;
+    Ok(updated == 1)
+}

@@ -1,0 +1,197 @@
+//! Everything that talks to PostgreSQL. Every SQL statement of the agent lives in this module's
+//! files, each behind a small documented function; callers never build SQL.
+//!
+//! - [`migrations`]: the embedded schema migrations, applied under an advisory lock.
+//! - [`config`]: datacenters, agents and the monitors of a datacenter.
+//! - [`heartbeats`]: batched heartbeat inserts and daily partitions.
+//! - [`lease`]: the datacenter lease (holder, epoch, expiry by the database clock).
+//! - [`sample`]: the sample configuration of the README.
+
+pub mod config;
+pub mod heartbeats;
+pub mod lease;
+pub mod migrations;
+pub mod sample;
+pub mod schema;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::ConnectionError;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::AsyncPgConnection;
+use futures_util::FutureExt;
+
+/// How long a new connection may take before the attempt counts as failed.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pool of diesel-async connections.
+pub type Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
+
+/// A parsed connection string. Its `Display` names user, host, port and database only: the
+/// password never leaves this type.
+#[derive(Clone)]
+pub struct DbTarget {
+    config: Arc<tokio_postgres::Config>,
+}
+
+/// Errors of the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The connection string could not be parsed.
+    #[error("invalid DB_CONN_STRING: {0}")]
+    InvalidConnString(String),
+    /// No connection could be made.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect { target: String, reason: String },
+    /// The pool gave no connection in time.
+    #[error("no database connection available: {0}")]
+    Pool(String),
+    /// A statement failed.
+    #[error("query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// A statement did not finish in time.
+    #[error("query timed out after {0:?}")]
+    Timeout(Duration),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl DbError {
+    /// True when the insert failed because no partition covers a row's `executed_at`.
+    pub fn is_partition_missing(&self) -> bool {
+        match self {
+            DbError::Query(diesel::result::Error::DatabaseError(_, info)) => {
+                info.message().contains("no partition of relation")
+            }
+            _ => false,
+        }
+    }
+
+    /// True when retrying later may succeed (the server or network was the problem).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, DbError::InvalidConnString(_) | DbError::Migration(_))
+    }
+}
+
+impl DbTarget {
+    /// Parses a libpq-style URL or key=value connection string.
+    pub fn parse(conn_string: &str) -> Result<Self, DbError> {
+        let mut config = tokio_postgres::Config::from_str(conn_string)
+            .map_err(|e| DbError::InvalidConnString(e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("uptimeo-agent");
+        }
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+
+    /// The database name, if the connection string gives one.
+    pub fn dbname(&self) -> Option<&str> {
+        self.config.get_dbname()
+    }
+
+    /// The same server with another database (used to create the configured one).
+    pub fn with_dbname(&self, dbname: &str) -> Self {
+        let mut config = (*self.config).clone();
+        config.dbname(dbname);
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// Opens one connection outside any pool.
+    pub async fn connect(&self) -> Result<AsyncPgConnection, DbError> {
+        connect_with(&self.config)
+            .await
+            .map_err(|e| DbError::Connect {
+                target: self.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Builds a pool of at most `size` connections; connections are opened on demand.
+    pub fn pool(&self, size: u32) -> Pool {
+        let config = self.config.clone();
+        let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+        manager_config.custom_setup =
+            Box::new(move |_url| connect_with_owned(config.clone()).boxed());
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            "configured-separately",
+            manager_config,
+        );
+        bb8::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(0))
+            .connection_timeout(DEFAULT_CONNECT_TIMEOUT)
+            .build_unchecked(manager)
+    }
+}
+
+impl std::fmt::Display for DbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.config;
+        let user = c.get_user().unwrap_or("(default user)");
+        let host = match c.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_string(),
+        };
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        let db = c.get_dbname().unwrap_or(user);
+        write!(f, "{user}@{host}:{port}/{db}")
+    }
+}
+
+async fn connect_with_owned(
+    config: Arc<tokio_postgres::Config>,
+) -> Result<AsyncPgConnection, ConnectionError> {
+    connect_with(&config).await
+}
+
+async fn connect_with(
+    config: &tokio_postgres::Config,
+) -> Result<AsyncPgConnection, ConnectionError> {
+    // TODO: sslmode require/verify-* need a rustls connector; until then the connection is
+    // made without TLS (see README, limitations).
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+/// Takes a connection from the pool, mapping pool errors to [`DbError::Pool`].
+pub async fn checkout(
+    pool: &Pool,
+) -> Result<bb8::PooledConnection<'_, AsyncDieselConnectionManager<AsyncPgConnection>>, DbError> {
+    pool.get().await.map_err(|e| DbError::Pool(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_never_shows_the_password() {
+        let url = DbTarget::parse("postgres://app:s3cr3t@db.example:6543/uptime").unwrap();
+        assert_eq!(url.to_string(), "app@db.example:6543/uptime");
+        let kv = DbTarget::parse("host=10.0.0.1 user=app password=s3cr3t dbname=u").unwrap();
+        assert!(!kv.to_string().contains("s3cr3t"));
+        assert_eq!(kv.to_string(), "app@10.0.0.1:5432/u");
+    }
+
+    #[test]
+    fn unparsable_strings_are_rejected() {
+        assert!(matches!(
+            DbTarget::parse("postgres://x:y@host:notaport/db"),
+            Err(DbError::InvalidConnString(_))
+        ));
+    }
+}

@@ -1,0 +1,48 @@
+//! # uptimeo-agent
+//!
+//! Runs the HTTP monitors of one datacenter, times every phase of every check (DNS, TCP
+//! connect, TLS handshake, time to first byte, transfer) and stores each result as a heartbeat
+//! in PostgreSQL. Several agents may serve one datacenter: a lease in the database lets exactly
+//! one run the checks while the others wait as standbys.
+//!
+//! ## The actor tree
+//!
+//! ```text
+//!                       ConfigChanged (monitors that should run)
+//!   +-------------------+ ------------------> +-----------------+
+//!   | ConfigReloadActor |                     | SupervisorActor |--- lease: take, renew,
+//!   +-------------------+                     +-----------------+    release (db::lease)
+//!     polls api_monitors,                start /  |      ^  MonitorStopped
+//!     schedules (db::config)        StopMonitor   v      |  (restart if unexpected)
+//!                                          +--------------+
+//!                                          | MonitorActor |  one per monitor, fixed-rate
+//!                                          +--------------+  slots; runs a monitor::Probe
+//!                                                 |
+//!                                                 | RecordHeartbeat
+//!                                                 v
+//!                                      +----------------------+  batched INSERTs, daily
+//!                                      | HeartbeatWriterActor |  partitions (db::heartbeats)
+//!                                      +----------------------+
+//!   shutdown (SIGTERM/SIGINT): Shutdown -> supervisor (stop monitors, release lease),
+//!                              then Flush -> writer (store what it holds)
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`actors`]: one file per actor.
+//! - [`monitor`]: monitor definitions and one file per monitor type behind [`monitor::Probe`].
+//!   Adding a type means one new file and one line in [`monitor::ProbeSet::for_type`].
+//! - [`db`]: every SQL statement.
+//! - [`heartbeat`]: what a check measured and how it becomes a row.
+//! - [`schedule`]: slot arithmetic.
+//! - [`settings`], [`logging`], [`health`], [`agent`]: the process around the actors.
+
+pub mod actors;
+pub mod agent;
+pub mod db;
+pub mod health;
+pub mod heartbeat;
+pub mod logging;
+pub mod monitor;
+pub mod schedule;
+pub mod settings;

@@ -1,0 +1,205 @@
+//! Command line and environment settings, parsed once into typed values.
+//!
+//! Every setting is a flag with a matching environment variable; see `uptimeo-agent --help`.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default seconds between two configuration polls.
+pub const DEFAULT_CONFIG_RELOAD_SECS: &str = "30";
+/// Default port of the health endpoint.
+pub const DEFAULT_HEALTH_PORT: &str = "8080";
+/// Default lease time to live, in seconds.
+pub const DEFAULT_LEASE_TTL_SECS: &str = "5";
+/// Default seconds between two attempts of a standby to take the lease.
+pub const DEFAULT_STANDBY_RETRY_SECS: &str = "1";
+/// Default number of heartbeats written by one INSERT statement.
+pub const DEFAULT_BATCH_SIZE: &str = "500";
+/// Default longest wait, in milliseconds, before a partial batch is written.
+pub const DEFAULT_FLUSH_DELAY_MS: &str = "200";
+
+/// The whole command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "uptimeo-agent",
+    version,
+    about = "Runs HTTP checks for one datacenter and stores timed heartbeats in PostgreSQL"
+)]
+pub struct Cli {
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process arguments; `run` is implied when no subcommand is named.
+    pub fn parse_with_default() -> Self {
+        Self::parse_from(with_default_subcommand(std::env::args_os().collect()))
+    }
+}
+
+/// Inserts `run` after the program name unless a subcommand or a top-level help/version flag
+/// is already there, so that `uptimeo-agent --datacenter-id 1` means `uptimeo-agent run ...`.
+fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const TOP_LEVEL: [&str; 7] = ["run", "migrate", "help", "-h", "--help", "-V", "--version"];
+    let first = args.get(1).and_then(|a| a.to_str());
+    if !matches!(first, Some(a) if TOP_LEVEL.contains(&a)) {
+        args.insert(1.min(args.len()), "run".into());
+    }
+    args
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, take the datacenter's lease and run its monitors (default).
+    Run(RunArgs),
+    /// Apply pending migrations and exit.
+    Migrate(MigrateArgs),
+}
+
+impl Command {
+    /// The least severe level logged.
+    pub fn log_level(&self) -> slog::Level {
+        match self {
+            Command::Run(args) => args.log_level,
+            Command::Migrate(_) => slog::Level::Info,
+        }
+    }
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// PostgreSQL connection string: a URL (postgres://user:pass@host:port/db) or libpq
+    /// key=value pairs (host=... user=... dbname=...).
+    #[arg(long, env = "DB_CONN_STRING", hide_env_values = true)]
+    pub db_conn_string: String,
+}
+
+/// Settings of `migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Create the database named in the connection string when it does not exist.
+    #[arg(long)]
+    pub create_database: bool,
+
+    /// Insert the sample configuration (nine datacenters, two agents each, one monitor aimed
+    /// at the agent's own /healthz) where its rows are absent.
+    #[arg(long)]
+    pub sample: bool,
+}
+
+/// Settings of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// The datacenter whose monitors this agent runs (datacenters.id).
+    #[arg(long, env = "DATACENTER_ID")]
+    pub datacenter_id: i32,
+
+    /// This agent's id (agents.id); default: the lowest agents.id of the datacenter.
+    #[arg(long, env = "AGENT_ID")]
+    pub agent_id: Option<i32>,
+
+    /// Seconds between two polls of the configuration tables.
+    #[arg(long, env = "CONFIG_RELOAD_INTERVAL", default_value = DEFAULT_CONFIG_RELOAD_SECS,
+          value_parser = parse_seconds)]
+    pub config_reload_interval: Duration,
+
+    /// Port of the /healthz endpoint on all interfaces; 0 disables it.
+    #[arg(long, env = "HEALTH_PORT", default_value = DEFAULT_HEALTH_PORT)]
+    pub health_port: u16,
+
+    /// Least severe log level written: trace, debug, info, warn, error or critical.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_level)]
+    pub log_level: slog::Level,
+
+    /// Seconds a lease lasts unless renewed; the holder renews it four times per period and
+    /// stops its checks on its own before it could have expired.
+    #[arg(long, env = "LEASE_TTL", default_value = DEFAULT_LEASE_TTL_SECS,
+          value_parser = parse_seconds)]
+    pub lease_ttl: Duration,
+
+    /// Seconds between two attempts of a standby to take the lease.
+    #[arg(long, env = "STANDBY_RETRY_INTERVAL", default_value = DEFAULT_STANDBY_RETRY_SECS,
+          value_parser = parse_seconds)]
+    pub standby_retry_interval: Duration,
+
+    /// Most heartbeats written by one INSERT statement.
+    #[arg(long, env = "WRITE_BATCH_SIZE", default_value = DEFAULT_BATCH_SIZE,
+          value_parser = clap::value_parser!(u16).range(1..=2000))]
+    pub write_batch_size: u16,
+
+    /// Longest wait, in milliseconds, before a partial batch is written.
+    #[arg(long, env = "WRITE_FLUSH_DELAY_MS", default_value = DEFAULT_FLUSH_DELAY_MS,
+          value_parser = parse_millis)]
+    pub write_flush_delay: Duration,
+}
+
+/// Parses a positive number of seconds (fractions allowed) into a duration.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "`{text}` must be more than 0 and at most 86400 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_millis(text: &str) -> Result<Duration, String> {
+    let ms: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number of milliseconds"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+fn parse_level(text: &str) -> Result<slog::Level, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "warning" => Ok(slog::Level::Warning),
+        other => other.parse().map_err(|_| {
+            format!("`{text}` is not a log level (trace, debug, info, warn, error, critical)")
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_is_the_default_subcommand() {
+        let args = with_default_subcommand(vec!["agent".into(), "--datacenter-id".into()]);
+        assert_eq!(args[1], "run");
+        let args = with_default_subcommand(vec!["agent".into(), "migrate".into()]);
+        assert_eq!(args[1], "migrate");
+        let args = with_default_subcommand(vec!["agent".into()]);
+        assert_eq!(args, vec!["agent", "run"]);
+    }
+
+    #[test]
+    fn seconds_must_be_positive_numbers() {
+        assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("-3").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+
+    #[test]
+    fn log_levels_parse_case_insensitively() {
+        assert_eq!(parse_level("DEBUG"), Ok(slog::Level::Debug));
+        assert_eq!(parse_level("warning"), Ok(slog::Level::Warning));
+        assert!(parse_level("loud").is_err());
+    }
+}
