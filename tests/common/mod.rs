@@ -1,0 +1,454 @@
+//! Fixtures shared by the integration tests: one helper per kind of fixture.
+//!
+//! - [`TestDb`]: a fresh database per test on the server of `TEST_DATABASE_URL`, dropped after.
+//! - [`TestPki`]: a CA and a `localhost`/`127.0.0.1` certificate it signed, made per test.
+//! - [`TestServer`]: an HTTP or HTTPS server on loopback that counts its requests.
+//! - [`AgentProcess`]: the built binary as a child process, its JSON log lines collected.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+
+/// The server tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// Runs `work` to completion on a runtime of its own, on a thread of its own, so that it can
+/// be called from any test (sync, tokio or actix) and from `Drop`.
+pub fn block_on_own_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(work)
+    })
+    .join()
+    .expect("helper thread")
+}
+
+/// Opens a plain tokio-postgres client (the test's own view of the database).
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A database of its own for one test; dropped (with its connections) when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// An empty database.
+    pub fn empty() -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "uptimeo_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            chrono::Utc::now().timestamp_micros() % 1_000_000
+        );
+        let admin = admin_url();
+        let create = format!("CREATE DATABASE {name}");
+        block_on_own_runtime(async move {
+            connect(&admin)
+                .await
+                .batch_execute(&create)
+                .await
+                .expect("create database");
+        });
+        let url = with_dbname(&admin_url(), &name);
+        Self { name, url }
+    }
+
+    /// A database with the agent's migrations applied.
+    pub fn migrated() -> Self {
+        let db = Self::empty();
+        let target = uptimeo_agent::db::DbTarget::parse(&db.url).expect("url");
+        block_on_own_runtime(async move {
+            uptimeo_agent::db::migrations::run_pending(&target)
+                .await
+                .expect("migrate");
+        });
+        db
+    }
+
+    /// A client on this database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+
+    /// Runs SQL on its own runtime (for sync tests).
+    pub fn execute(&self, sql: &str) {
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        block_on_own_runtime(async move {
+            connect(&url).await.batch_execute(&sql).await.expect("sql");
+        });
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let drop_sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let admin = admin_url();
+        block_on_own_runtime(async move {
+            let _ = connect(&admin).await.batch_execute(&drop_sql).await;
+        });
+    }
+}
+
+/// Replaces the database name of a postgres URL.
+pub fn with_dbname(url: &str, name: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    let (prefix, _) = base.rsplit_once('/').expect("url with a database");
+    format!("{prefix}/{name}")
+}
+
+/// The configuration every agent test starts from: datacenter 1 (va) with agents 1 and 2,
+/// datacenter 2 (ny) with agent 3, and schedule 1 every second (thresholds 200/1000 ms,
+/// bodies stored).
+pub const BASE_CONFIG: &str = r#"
+INSERT INTO regions (id, name, region_code, group_name) VALUES (1, 'North America', 'na', 'am');
+INSERT INTO datacenters (id, code, name, region_id) VALUES (1, 'va', 'Virginia', 1),
+    (2, 'ny', 'New York', 1);
+INSERT INTO agents (id, name, datacenter_id) VALUES (1, 'va-1', 1), (2, 'va-2', 1), (3, 'ny-1', 2);
+INSERT INTO schedules (id, name, interval, include_response_body, thresholds_warning,
+    thresholds_critical) VALUES (1, 'every second', 1, true, 200, 1000);
+"#;
+
+/// SQL adding a monitor linked to datacenter 1.
+pub fn monitor_sql(id: i32, name: &str, kind: &str, url: &str) -> String {
+    format!(
+        "INSERT INTO api_monitors (id, name, method, type, url, schedule_id, headers) \
+         VALUES ({id}, '{name}', 'GET', '{kind}', '{url}', 1, '{{\"X-Test\": \"yes\"}}'); \
+         INSERT INTO datacenter_monitors (datacenter_id, monitor_id) VALUES (1, {id});"
+    )
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A test CA and a server certificate for `localhost` and `127.0.0.1` signed by it.
+pub struct TestPki {
+    pub ca_der: CertificateDer<'static>,
+    pub ca_file: tempfile::NamedTempFile,
+    pub server_chain: Vec<CertificateDer<'static>>,
+    pub server_key_der: Vec<u8>,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "uptimeo test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("leaf params");
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf cert");
+
+        let ca_file = tempfile::NamedTempFile::new().expect("ca file");
+        std::fs::write(ca_file.path(), ca_cert.pem()).expect("write ca");
+        Self {
+            ca_der: ca_cert.der().clone(),
+            ca_file,
+            server_chain: vec![leaf.der().clone()],
+            server_key_der: leaf_key.serialize_der(),
+        }
+    }
+
+    fn server_config(&self) -> rustls::ServerConfig {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(self.server_chain.clone(), key)
+            .expect("server cert");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config
+    }
+}
+
+/// An HTTP(S) server on 127.0.0.1. `/status/N` answers status N; any other path answers 200
+/// with a small JSON body, `Server: uptimeo-test` and `X-Cache: HIT`. It echoes the request's
+/// `content-type` and `x-test` headers back as `x-echo-*`.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The body the test server answers with.
+pub const TEST_BODY: &str = r#"{"ok":true}"#;
+
+impl TestServer {
+    pub async fn http() -> Self {
+        Self::start(None).await
+    }
+
+    pub async fn https(pki: &TestPki) -> Self {
+        Self::start(Some(Arc::new(pki.server_config()))).await
+    }
+
+    pub fn url(&self, scheme: &str, host: &str, path: &str) -> String {
+        format!("{scheme}://{host}:{}{path}", self.addr.port())
+    }
+
+    pub fn hits(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let counter = counter.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        answer(req)
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(config) => {
+                            let Ok(stream) =
+                                tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                            else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            requests,
+            task,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let status = req
+        .uri()
+        .path()
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(200);
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("server", "uptimeo-test")
+        .header("x-cache", "HIT");
+    for name in ["content-type", "x-test"] {
+        if let Some(v) = req.headers().get(name) {
+            response = response.header(format!("x-echo-{name}"), v.clone());
+        }
+    }
+    Ok(response
+        .body(Full::new(Bytes::from_static(TEST_BODY.as_bytes())))
+        .expect("response"))
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn refused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// The agent binary as a child process; its stdout (JSON lines) and stderr are collected.
+pub struct AgentProcess {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl AgentProcess {
+    /// Starts `uptimeo-agent` with `args` and the environment given (nothing inherited
+    /// but PATH).
+    pub fn start(args: &[&str], env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_uptimeo-agent"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn agent");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().expect("lines").push(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    /// Starts `run` for datacenter 1 against `db_url` with fast test settings, plus `extra`.
+    pub fn run(db_url: &str, agent_id: i32, extra: &[(&str, String)]) -> Self {
+        let mut env = vec![
+            ("DB_CONN_STRING", db_url.to_string()),
+            ("DATACENTER_ID", "1".to_string()),
+            ("AGENT_ID", agent_id.to_string()),
+            ("HEALTH_PORT", "0".to_string()),
+            ("CONFIG_RELOAD_INTERVAL", "1".to_string()),
+            ("LEASE_TTL", "3".to_string()),
+            ("STANDBY_RETRY_INTERVAL", "0.5".to_string()),
+            ("LOG_LEVEL", "debug".to_string()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k, v.clone()));
+        }
+        Self::start(&["run"], &env)
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// The JSON log records so far (non-JSON lines are skipped).
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Records whose `msg` is `msg`.
+    pub fn records_with(&self, msg: &str) -> Vec<serde_json::Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["msg"] == msg)
+            .collect()
+    }
+
+    /// Waits until a record with `msg` appears, and returns it.
+    pub async fn wait_for_msg(&self, msg: &str, limit: Duration) -> serde_json::Value {
+        wait_for(limit, msg, || {
+            let found = self.records_with(msg).into_iter().next();
+            async move { found }
+        })
+        .await
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
