@@ -4,8 +4,11 @@
 //! Error policy: a failed write keeps its rows at the head of the buffer and is retried with
 //! exponential backoff ([`MIN_BACKOFF`] to [`MAX_BACKOFF`]); a row is removed from the buffer
 //! only once PostgreSQL has stored it. When an insert fails because no partition covers a row's
-//! day, the partition is created and the insert retried at once. The buffer lives in memory:
-//! rows still in it when the process is killed are lost.
+//! day, the partition is created and the insert retried at once. When it fails because of a
+//! row's content (a constraint violation, such as a monitor deleted since its check ran), the
+//! batch is written row by row and each row PostgreSQL rejects is logged at error level with
+//! its full content, then dropped: retrying it could never succeed and would block every later
+//! row. The buffer lives in memory: rows still in it when the process is killed are lost.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -42,7 +45,8 @@ pub struct HeartbeatWriterActor {
     batch_size: usize,
     flush_delay: Duration,
     buffer: VecDeque<PendingHeartbeat>,
-    writing: bool,
+    /// Rows of the batch being written; zero when no write is under way.
+    writing: usize,
     flush_timer: Option<SpawnHandle>,
     backoff: Duration,
     /// Callers of [`Flush`] waiting for the buffer to empty.
@@ -59,7 +63,7 @@ impl HeartbeatWriterActor {
             batch_size: batch_size.max(1),
             flush_delay,
             buffer: VecDeque::new(),
-            writing: false,
+            writing: 0,
             flush_timer: None,
             backoff: MIN_BACKOFF,
             flush_waiters: Vec::new(),
@@ -77,7 +81,7 @@ impl HeartbeatWriterActor {
 
     /// Writes the next batch unless a write is already under way.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.writing {
+        if self.writing > 0 {
             return;
         }
         if self.buffer.is_empty() {
@@ -92,48 +96,68 @@ impl HeartbeatWriterActor {
 
         let take = self.buffer.len().min(self.batch_size);
         let batch: Vec<PendingHeartbeat> = self.buffer.drain(..take).collect();
-        self.writing = true;
+        self.writing = batch.len();
         let pool = self.pool.clone();
         let rows: Vec<NewHeartbeat> = batch.iter().map(|p| p.row.clone()).collect();
         let write =
             async move { tokio::time::timeout(WRITE_TIMEOUT, write_batch(&pool, &rows)).await };
 
         ctx.spawn(write.into_actor(self).map(move |outcome, act, ctx| {
-            act.writing = false;
+            act.writing = 0;
             let outcome = outcome.unwrap_or(Err(DbError::Timeout(WRITE_TIMEOUT)));
-            match outcome {
-                Ok(created) => {
-                    for day in created {
-                        info!(act.log, "partition created";
-                            "partition" => heartbeats::partition_name(day));
-                    }
-                    for p in &batch {
-                        info!(act.log, "Heartbeat inserted for monitor {} ({})",
-                            p.row.monitor_id.unwrap_or_default(), p.monitor_name;
-                            "monitor_id" => p.row.monitor_id, "status" => p.row.status.as_deref());
-                    }
-                    act.backoff = MIN_BACKOFF;
-                    act.flush(ctx);
-                }
-                Err(e) => {
-                    let retry_in = act.backoff;
-                    let level_error = !e.is_transient();
-                    if level_error {
-                        error!(act.log, "Failed to save heartbeat"; "error" => %e,
-                            "rows" => batch.len(), "retry_in_ms" => retry_in.as_millis() as u64);
-                    } else {
-                        warn!(act.log, "Failed to save heartbeat"; "error" => %e,
-                            "rows" => batch.len(), "retry_in_ms" => retry_in.as_millis() as u64);
-                    }
-                    // Back at the head, in their original order.
-                    for p in batch.into_iter().rev() {
-                        act.buffer.push_front(p);
-                    }
-                    act.backoff = (act.backoff * 2).min(MAX_BACKOFF);
-                    act.schedule_flush(retry_in, ctx);
-                }
-            }
+            act.finish_write(batch, outcome, ctx);
         }));
+    }
+
+    /// Logs what a batch write did and decides what comes next: the next batch at once, or a
+    /// retry of the unwritten rows after a backoff.
+    fn finish_write(
+        &mut self,
+        mut batch: Vec<PendingHeartbeat>,
+        outcome: Result<WriteReport, DbError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let (report, unwritten, failure) = match outcome {
+            Ok(mut report) => match report.interrupted.take() {
+                Some((index, e)) => {
+                    let unwritten = batch.split_off(index);
+                    (report, unwritten, Some(e))
+                }
+                None => (report, Vec::new(), None),
+            },
+            Err(e) => (WriteReport::default(), std::mem::take(&mut batch), Some(e)),
+        };
+
+        for day in report.created {
+            info!(self.log, "partition created"; "partition" => heartbeats::partition_name(day));
+        }
+        let mut rejected = report.rejected.into_iter().peekable();
+        for (index, p) in batch.iter().enumerate() {
+            if let Some((_, reason)) = rejected.next_if(|(i, _)| *i == index) {
+                error!(self.log, "Failed to save heartbeat"; "error" => reason,
+                    "dropped" => true, "monitor_id" => p.row.monitor_id,
+                    "row" => serde_json::to_string(&p.row).unwrap_or_default());
+                continue;
+            }
+            info!(self.log, "Heartbeat inserted for monitor {} ({})",
+                p.row.monitor_id.unwrap_or_default(), p.monitor_name;
+                "monitor_id" => p.row.monitor_id, "status" => p.row.status.as_deref());
+        }
+
+        let Some(e) = failure else {
+            self.backoff = MIN_BACKOFF;
+            self.flush(ctx);
+            return;
+        };
+        let retry_in = self.backoff;
+        warn!(self.log, "Failed to save heartbeat"; "error" => %e, "rows" => unwritten.len(),
+            "retry_in_ms" => retry_in.as_millis() as u64);
+        // Back at the head, in their original order.
+        for p in unwritten.into_iter().rev() {
+            self.buffer.push_front(p);
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.schedule_flush(retry_in, ctx);
     }
 
     fn ensure_upcoming_partitions(&mut self, ctx: &mut Context<Self>) {
@@ -171,23 +195,47 @@ impl HeartbeatWriterActor {
     }
 }
 
-/// Inserts the rows; when a row's day has no partition, creates it and inserts again. Returns
-/// the days whose partitions were created.
-async fn write_batch(pool: &Pool, rows: &[NewHeartbeat]) -> Result<Vec<NaiveDate>, DbError> {
+/// What a batch write did besides storing rows.
+#[derive(Debug, Default)]
+struct WriteReport {
+    /// Days whose partitions were created.
+    created: Vec<NaiveDate>,
+    /// Rows PostgreSQL rejected for their content, by index in the batch, with the reason.
+    rejected: Vec<(usize, String)>,
+    /// When a row-by-row write was interrupted: the index of the first row not yet written,
+    /// and why. Those rows go back to the buffer; the ones before it are stored or rejected.
+    interrupted: Option<(usize, DbError)>,
+}
+
+/// Inserts the rows; when a row's day has no partition, creates it and inserts again; when a
+/// row breaks a constraint, writes the rows one by one and reports the rejected ones.
+async fn write_batch(pool: &Pool, rows: &[NewHeartbeat]) -> Result<WriteReport, DbError> {
     let mut conn = db::checkout(pool).await?;
-    match heartbeats::insert_batch(&mut conn, rows).await {
-        Ok(_) => Ok(Vec::new()),
-        Err(e) if e.is_partition_missing() => {
-            let days: BTreeSet<NaiveDate> = rows.iter().map(|r| r.executed_at.date()).collect();
-            let mut created = Vec::new();
-            for day in days {
-                if heartbeats::ensure_partition(&mut conn, day).await? == PartitionOutcome::Created
-                {
-                    created.push(day);
+    let mut report = WriteReport::default();
+    let mut outcome = heartbeats::insert_batch(&mut conn, rows).await;
+    if matches!(&outcome, Err(e) if e.is_partition_missing()) {
+        let days: BTreeSet<NaiveDate> = rows.iter().map(|r| r.executed_at.date()).collect();
+        for day in days {
+            if heartbeats::ensure_partition(&mut conn, day).await? == PartitionOutcome::Created {
+                report.created.push(day);
+            }
+        }
+        outcome = heartbeats::insert_batch(&mut conn, rows).await;
+    }
+    match outcome {
+        Ok(_) => Ok(report),
+        Err(e) if e.is_row_rejected() => {
+            for (index, row) in rows.iter().enumerate() {
+                match heartbeats::insert_batch(&mut conn, std::slice::from_ref(row)).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_row_rejected() => report.rejected.push((index, e.to_string())),
+                    Err(e) => {
+                        report.interrupted = Some((index, e));
+                        break;
+                    }
                 }
             }
-            heartbeats::insert_batch(&mut conn, rows).await?;
-            Ok(created)
+            Ok(report)
         }
         Err(e) => Err(e),
     }
@@ -252,7 +300,7 @@ impl Handler<Flush> for HeartbeatWriterActor {
     }
 }
 
-/// Asks how many heartbeats wait to be written (for health and tests).
+/// Asks how many heartbeats are not stored yet, including a batch being written.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct PendingCount;
@@ -261,6 +309,6 @@ impl Handler<PendingCount> for HeartbeatWriterActor {
     type Result = usize;
 
     fn handle(&mut self, _msg: PendingCount, _ctx: &mut Self::Context) -> usize {
-        self.buffer.len()
+        self.buffer.len() + self.writing
     }
 }

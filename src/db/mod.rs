@@ -70,6 +70,25 @@ impl DbError {
         }
     }
 
+    /// True when the statement failed because of a row's content (a constraint it breaks, such
+    /// as a monitor deleted since its check ran): retrying the same rows cannot succeed.
+    pub fn is_row_rejected(&self) -> bool {
+        use diesel::result::DatabaseErrorKind as Kind;
+        match self {
+            DbError::Query(diesel::result::Error::DatabaseError(kind, _)) => {
+                !self.is_partition_missing()
+                    && matches!(
+                        kind,
+                        Kind::ForeignKeyViolation
+                            | Kind::NotNullViolation
+                            | Kind::CheckViolation
+                            | Kind::UniqueViolation
+                    )
+            }
+            _ => false,
+        }
+    }
+
     /// True when retrying later may succeed (the server or network was the problem).
     pub fn is_transient(&self) -> bool {
         !matches!(self, DbError::InvalidConnString(_) | DbError::Migration(_))

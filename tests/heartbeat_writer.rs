@@ -1,0 +1,160 @@
+//! The heartbeat writer actor in process, against real PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{Days, Utc};
+use common::*;
+use uptimeo_agent::actors::heartbeat_writer::{Flush, PendingHeartbeat, RecordHeartbeat};
+use uptimeo_agent::actors::HeartbeatWriterActor;
+use uptimeo_agent::db::heartbeats::NewHeartbeat;
+use uptimeo_agent::db::DbTarget;
+
+fn row(monitor_id: i32, days_ahead: u64) -> PendingHeartbeat {
+    let executed_at = (Utc::now() + Days::new(days_ahead)).naive_utc();
+    PendingHeartbeat {
+        row: NewHeartbeat {
+            monitor_id: Some(monitor_id),
+            agent_id: Some(1),
+            executed_at,
+            success: Some(true),
+            response_time_ms: Some(12),
+            response_size_bytes: None,
+            response_status_code: Some(200),
+            response_content_type: None,
+            response_server: None,
+            response_cache_status: None,
+            dns_lookup_ms: None,
+            tcp_connect_ms: Some(1),
+            tls_handshake_ms: None,
+            time_to_first_byte_ms: Some(5),
+            warning_threshold_ms: None,
+            critical_threshold_ms: None,
+            error_type: None,
+            error_message: None,
+            raw_request_headers: None,
+            raw_response_headers: None,
+            raw_response_body: None,
+            status: Some("up".into()),
+            lease_epoch: Some(1),
+            scheduled_at: Some(executed_at),
+        },
+        monitor_name: Arc::from("m"),
+    }
+}
+
+fn writer(url: &str) -> Addr<HeartbeatWriterActor> {
+    let pool = DbTarget::parse(url).unwrap().pool(2);
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    HeartbeatWriterActor::new(pool, 100, Duration::from_millis(20), log).start()
+}
+
+async fn count(db_url: &str, sql: &str) -> i64 {
+    connect(db_url)
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn seeded_db() -> TestDb {
+    let db = TestDb::migrated();
+    db.execute(BASE_CONFIG);
+    db.execute(&monitor_sql(1, "m", "HTTP", "http://127.0.0.1:9/"));
+    db
+}
+
+/// Today's and tomorrow's partitions exist after start; a row for a day without a partition
+/// is still stored (its partition is created on demand).
+#[actix_rt::test]
+async fn partitions_are_ready_and_created_on_demand() {
+    let db = seeded_db();
+    let writer = writer(&db.url);
+    let today = Utc::now().date_naive();
+    let partition = |d: chrono::NaiveDate| format!("api_heartbeats_{}", d.format("%Y_%m_%d"));
+    let (p_today, p_tomorrow) = (partition(today), partition(today + Days::new(1)));
+    let exists =
+        format!("SELECT count(*) FROM pg_class WHERE relname IN ('{p_today}', '{p_tomorrow}')");
+    wait_for(
+        Duration::from_secs(10),
+        "today's and tomorrow's partitions",
+        || async { (count(&db.url, &exists).await == 2).then_some(()) },
+    )
+    .await;
+
+    writer.do_send(RecordHeartbeat(row(1, 0)));
+    writer.do_send(RecordHeartbeat(row(1, 5)));
+    writer.send(Flush).await.unwrap();
+    assert_eq!(
+        count(&db.url, "SELECT count(*) FROM api_heartbeats").await,
+        2
+    );
+    let later = partition(today + Days::new(5));
+    assert_eq!(
+        count(&db.url, &format!("SELECT count(*) FROM {later}")).await,
+        1
+    );
+}
+
+/// A row PostgreSQL can never accept (its monitor was deleted) does not block the others.
+#[actix_rt::test]
+async fn a_rejected_row_does_not_block_the_batch() {
+    let db = seeded_db();
+    let writer = writer(&db.url);
+    writer.do_send(RecordHeartbeat(row(1, 0)));
+    writer.do_send(RecordHeartbeat(row(4242, 0)));
+    writer.do_send(RecordHeartbeat(row(1, 0)));
+    writer.send(Flush).await.unwrap();
+    assert_eq!(
+        count(
+            &db.url,
+            "SELECT count(*) FROM api_heartbeats WHERE monitor_id = 1"
+        )
+        .await,
+        2
+    );
+}
+
+/// While the database cannot be reached, rows wait and are retried; once it is back they are
+/// all stored, exactly once.
+#[actix_rt::test]
+async fn failed_writes_are_retried_until_they_succeed() {
+    let mut db = seeded_db();
+    let later_name = format!("{}_later", db.name);
+    let later_url = with_dbname(&db.url, &later_name);
+    let writer = writer(&later_url);
+    for _ in 0..5 {
+        writer.do_send(RecordHeartbeat(row(1, 0)));
+    }
+    // Let a few attempts fail against the missing database.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        writer
+            .send(uptimeo_agent::actors::heartbeat_writer::PendingCount)
+            .await
+            .unwrap(),
+        5
+    );
+
+    db.execute("SELECT 1"); // connections closed by the helper; now rename into place
+    let rename = format!("ALTER DATABASE {} RENAME TO {later_name}", db.name);
+    let admin = admin_url();
+    block_on_own_runtime(
+        async move { connect(&admin).await.batch_execute(&rename).await.unwrap() },
+    );
+    db.name = later_name;
+    db.url = later_url.clone();
+
+    tokio::time::timeout(Duration::from_secs(20), writer.send(Flush))
+        .await
+        .expect("flushed")
+        .unwrap();
+    assert_eq!(
+        count(&later_url, "SELECT count(*) FROM api_heartbeats").await,
+        5
+    );
+}
