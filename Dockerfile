@@ -1,0 +1,22 @@
+# Build stage: the Rust toolchain and the crate's dependencies.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY migrations ./migrations
+RUN cargo build --release --locked --bin uptimeo-agent
+
+# Runtime stage: the binary and CA certificates only, as a non-root user.
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates=* curl=* \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home uptimeo
+COPY --from=build /src/target/release/uptimeo-agent /usr/local/bin/uptimeo-agent
+USER uptimeo
+ENV HEALTH_PORT=8080
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+    CMD curl -fsS "http://127.0.0.1:${HEALTH_PORT}/healthz" || exit 1
+ENTRYPOINT ["/usr/local/bin/uptimeo-agent"]
+CMD ["run"]

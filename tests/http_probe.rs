@@ -1,0 +1,148 @@
+//! The timed HTTP probe in process, against loopback servers the tests start.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use uptimeo_agent::heartbeat::ErrorKind;
+use uptimeo_agent::monitor::http::HttpProbe;
+use uptimeo_agent::monitor::{MonitorSpec, ProbeConfig, Schedule};
+
+fn spec(url: &str, timeout: Duration) -> MonitorSpec {
+    MonitorSpec {
+        id: 1,
+        name: "probe test".into(),
+        kind: "HTTP".into(),
+        method: http::Method::GET,
+        url: url.into(),
+        headers: vec![("X-Test".into(), "yes".into())],
+        body: None,
+        schedule: Schedule {
+            id: 1,
+            interval: Duration::from_secs(10),
+            include_response_body: true,
+            warning_ms: Some(500),
+            critical_ms: Some(2000),
+        },
+        timeout,
+    }
+}
+
+fn probe(pki: Option<&TestPki>) -> Arc<HttpProbe> {
+    let config = ProbeConfig {
+        extra_roots: pki.map(|p| vec![p.ca_der.clone()]).unwrap_or_default(),
+    };
+    Arc::new(HttpProbe::new(&config).expect("probe"))
+}
+
+/// HTTPS through a name: all phases measured, in order, each within the total.
+#[tokio::test]
+async fn https_through_a_name_measures_every_phase() {
+    let pki = TestPki::new();
+    let server = TestServer::https(&pki).await;
+    let result = probe(Some(&pki))
+        .run(&spec(
+            &server.url("https", "localhost", "/"),
+            Duration::from_secs(5),
+        ))
+        .await;
+    assert!(result.success(), "{:?}", result.failure);
+    let t = result.timings;
+    let (dns, connect, tls, ttfb, total) = (
+        t.dns.unwrap(),
+        t.connect.unwrap(),
+        t.tls.unwrap(),
+        t.first_byte.unwrap(),
+        t.total.unwrap(),
+    );
+    assert!(dns + connect + tls <= ttfb, "{t:?}");
+    assert!(ttfb <= total);
+    assert_eq!(result.status_code, Some(200));
+    assert_eq!(result.body, Some(serde_json::json!({"ok": true})));
+    assert_eq!(server.hits(), 1);
+}
+
+/// An untrusted certificate fails the handshake with a tls error.
+#[tokio::test]
+async fn an_unknown_ca_is_a_tls_failure() {
+    let pki = TestPki::new();
+    let server = TestServer::https(&pki).await;
+    let result = probe(None)
+        .run(&spec(
+            &server.url("https", "127.0.0.1", "/"),
+            Duration::from_secs(5),
+        ))
+        .await;
+    let failure = result.failure.expect("fails");
+    assert_eq!(failure.kind, ErrorKind::Tls, "{}", failure.message);
+    assert!(result.timings.tls.is_none() && result.timings.first_byte.is_none());
+    assert!(result.timings.connect.is_some());
+}
+
+/// A non-2xx status is a failed check with error_type http and the status recorded.
+#[tokio::test]
+async fn a_server_error_status_fails_the_check() {
+    let server = TestServer::http().await;
+    let result = probe(None)
+        .run(&spec(
+            &server.url("http", "127.0.0.1", "/status/503"),
+            Duration::from_secs(5),
+        ))
+        .await;
+    assert_eq!(result.status_code, Some(503));
+    let failure = result.failure.expect("fails");
+    assert_eq!(failure.kind, ErrorKind::Http);
+    assert!(failure.message.contains("503"));
+}
+
+/// A JSON body is sent with Content-Type application/json, and the row's headers are sent.
+#[tokio::test]
+async fn a_json_body_is_sent_as_json() {
+    let server = TestServer::http().await;
+    let mut spec = spec(
+        &server.url("http", "127.0.0.1", "/"),
+        Duration::from_secs(5),
+    );
+    spec.method = http::Method::POST;
+    spec.body = Some(serde_json::json!({"ping": 1}));
+    let result = probe(None).run(&spec).await;
+    assert!(result.success());
+    let echoed = result.response_headers.unwrap();
+    assert_eq!(echoed["x-echo-content-type"], "application/json");
+    assert_eq!(echoed["x-echo-x-test"], "yes");
+}
+
+/// A server that accepts and never answers: a timeout at the monitor's timeout, not before,
+/// with the phase it stopped in.
+#[tokio::test]
+async fn a_silent_server_times_out_at_the_configured_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let timeout = Duration::from_millis(700);
+    let started = Instant::now();
+    let result = probe(None)
+        .run(&spec(&format!("http://127.0.0.1:{port}/"), timeout))
+        .await;
+    let took = started.elapsed();
+    hold.abort();
+    let failure = result.failure.expect("fails");
+    assert_eq!(failure.kind, ErrorKind::Timeout);
+    assert!(
+        failure.message.contains("waiting for the response"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        took >= timeout && took < timeout + Duration::from_millis(500),
+        "{took:?}"
+    );
+    assert!(result.timings.connect.is_some() && result.timings.first_byte.is_none());
+}
