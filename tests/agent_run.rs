@@ -234,11 +234,16 @@ async fn standby_takes_over_after_sigkill_without_overlap() {
         &http.url("http", "127.0.0.1", "/b"),
     ));
 
-    let mut first = AgentProcess::run(&db.url, 1, &[]);
+    // The default lease timing (LEASE_TTL 5 s, standby retry 1 s) must meet the 10 s bound.
+    let defaults = [
+        ("LEASE_TTL", "5".to_string()),
+        ("STANDBY_RETRY_INTERVAL", "1".to_string()),
+    ];
+    let mut first = AgentProcess::run(&db.url, 1, &defaults);
     first
         .wait_for_msg("Acquired lock for datacenter:1", Duration::from_secs(15))
         .await;
-    let second = AgentProcess::run(&db.url, 2, &[]);
+    let second = AgentProcess::run(&db.url, 2, &defaults);
     second
         .wait_for_msg(
             "waiting as standby: another agent holds the lock",
