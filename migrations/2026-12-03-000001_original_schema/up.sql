@@ -95,18 +95,3 @@ BEGIN
     END IF;
 END
 $$;
-
--- Seed data is loaded with explicit ids, which leaves the sequences behind max(id). Move each
--- sequence past the highest id so that later inserts never collide.
-SELECT setval(pg_get_serial_sequence('schedules', 'id'),
-              COALESCE((SELECT max(id) FROM schedules), 0) + 1, false);
-SELECT setval(pg_get_serial_sequence('api_monitors', 'id'),
-              COALESCE((SELECT max(id) FROM api_monitors), 0) + 1, false);
-SELECT setval(pg_get_serial_sequence('regions', 'id'),
-              COALESCE((SELECT max(id) FROM regions), 0) + 1, false);
-SELECT setval(pg_get_serial_sequence('datacenters', 'id'),
-              COALESCE((SELECT max(id) FROM datacenters), 0) + 1, false);
-SELECT setval(pg_get_serial_sequence('agents', 'id'),
-              COALESCE((SELECT max(id) FROM agents), 0) + 1, false);
-SELECT setval(pg_get_serial_sequence('api_heartbeats', 'id'),
-              COALESCE((SELECT max(id) FROM api_heartbeats), 0) + 1, false);

@@ -1,3 +1,4 @@
+DROP FUNCTION IF EXISTS uptimeo_sync_sequences();
 DROP FUNCTION IF EXISTS uptimeo_ensure_heartbeat_partition(date);
 DROP TABLE IF EXISTS datacenter_leases;
 ALTER TABLE api_heartbeats DROP COLUMN IF EXISTS scheduled_at;

@@ -42,3 +42,26 @@ BEGIN
     RETURN 'created';
 END
 $$;
+
+-- Seed data is loaded with explicit ids, which leaves the sequences behind max(id). Moves each
+-- sequence of the original tables past the highest id so that inserts without ids never
+-- collide. Called here once, and again after the sample configuration is inserted.
+CREATE OR REPLACE FUNCTION uptimeo_sync_sequences() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    t text;
+    seq text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['schedules', 'api_monitors', 'regions', 'datacenters', 'agents',
+                             'api_heartbeats']
+    LOOP
+        seq := pg_get_serial_sequence(t, 'id');
+        IF seq IS NOT NULL THEN
+            EXECUTE format('SELECT setval(%L, COALESCE((SELECT max(id) FROM %I), 0) + 1, false)',
+                           seq, t);
+        END IF;
+    END LOOP;
+END
+$$;
+
+SELECT uptimeo_sync_sequences();

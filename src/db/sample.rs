@@ -47,16 +47,7 @@ INSERT INTO datacenter_monitors (datacenter_id, monitor_id)
 SELECT id, 1 FROM datacenters WHERE id BETWEEN 1 AND 9
 ON CONFLICT DO NOTHING;
 
-SELECT setval(pg_get_serial_sequence('regions', 'id'),
-              COALESCE((SELECT max(id) FROM regions), 0) + 1, false);
-SELECT setval(pg_get_serial_sequence('datacenters', 'id'),
-              COALESCE((SELECT max(id) FROM datacenters), 0) + 1, false);
-SELECT setval(pg_get_serial_sequence('agents', 'id'),
-              COALESCE((SELECT max(id) FROM agents), 0) + 1, false);
-SELECT setval(pg_get_serial_sequence('schedules', 'id'),
-              COALESCE((SELECT max(id) FROM schedules), 0) + 1, false);
-SELECT setval(pg_get_serial_sequence('api_monitors', 'id'),
-              COALESCE((SELECT max(id) FROM api_monitors), 0) + 1, false);
+SELECT uptimeo_sync_sequences();
 "#;
 
 /// Inserts the sample configuration where its rows are absent.
