@@ -71,6 +71,8 @@ pub enum ErrorKind {
     Http,
     /// Reading the body failed.
     Body,
+    /// The target answered, but not what the monitor expects.
+    Assertion,
     /// The agent itself failed (a bug: the check panicked).
     Internal,
 }
@@ -85,6 +87,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Http => "http",
             ErrorKind::Body => "body",
+            ErrorKind::Assertion => "assertion",
             ErrorKind::Internal => "internal",
         }
     }

@@ -4,7 +4,11 @@
 //! monitor type means writing one file that implements [`Probe`] and adding one line to
 //! [`ProbeSet::for_type`].
 
+pub mod dns;
 pub mod http;
+pub mod measure;
+pub mod net;
+pub mod tcp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +88,8 @@ pub enum ProbeSetupError {
 /// One probe per monitor type, shared by every monitor of that type.
 pub struct ProbeSet {
     http: Arc<http::HttpProbe>,
+    tcp: Arc<tcp::TcpProbe>,
+    dns: Arc<dns::DnsProbe>,
 }
 
 impl ProbeSet {
@@ -91,6 +97,8 @@ impl ProbeSet {
     pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
         Ok(Self {
             http: Arc::new(http::HttpProbe::new(config)?),
+            tcp: Arc::new(tcp::TcpProbe::new(config)?),
+            dns: Arc::new(dns::DnsProbe::new()?),
         })
     }
 
@@ -98,6 +106,8 @@ impl ProbeSet {
     pub fn for_type(&self, kind: &str) -> Option<Arc<dyn Probe>> {
         match kind.to_ascii_uppercase().as_str() {
             "HTTP" | "HTTPS" => Some(self.http.clone()),
+            "TCP" => Some(self.tcp.clone()),
+            "DNS" => Some(self.dns.clone()),
             _ => None,
         }
     }
