@@ -205,7 +205,7 @@ impl TestPki {
         }
     }
 
-    fn server_config(&self) -> rustls::ServerConfig {
+    pub fn server_config(&self) -> rustls::ServerConfig {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
