@@ -133,6 +133,8 @@ pub struct CheckResult {
     pub timings: PhaseTimings,
     /// `None` when the check succeeded.
     pub failure: Option<CheckFailure>,
+    /// Why a successful check counts as `warning` whatever its time (e.g. packet loss).
+    pub degraded: Option<String>,
     pub status_code: Option<u16>,
     /// Body bytes received (after transfer decoding).
     pub size_bytes: Option<u64>,
@@ -162,12 +164,16 @@ impl CheckResult {
 
     /// The status this result is stored with.
     pub fn status(&self, spec: &MonitorSpec) -> Status {
-        Status::classify(
+        let status = Status::classify(
             self.success(),
             self.timings.total,
             spec.schedule.warning_ms,
             spec.schedule.critical_ms,
-        )
+        );
+        match (status, &self.degraded) {
+            (Status::Up, Some(_)) => Status::Warning,
+            _ => status,
+        }
     }
 
     /// The row stored for this result.
@@ -191,7 +197,11 @@ impl CheckResult {
             warning_threshold_ms: spec.schedule.warning_ms,
             critical_threshold_ms: spec.schedule.critical_ms,
             error_type: self.failure.as_ref().map(|f| f.kind.as_str().to_string()),
-            error_message: self.failure.as_ref().map(|f| f.message.clone()),
+            error_message: self
+                .failure
+                .as_ref()
+                .map(|f| f.message.clone())
+                .or_else(|| self.degraded.clone()),
             raw_request_headers: self.request_headers.clone(),
             raw_response_headers: self.response_headers.clone(),
             raw_response_body: self.body.clone(),

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod http;
 pub mod measure;
 pub mod net;
+pub mod ping;
 pub mod tcp;
 
 use std::sync::Arc;
@@ -90,6 +91,7 @@ pub struct ProbeSet {
     http: Arc<http::HttpProbe>,
     tcp: Arc<tcp::TcpProbe>,
     dns: Arc<dns::DnsProbe>,
+    ping: Arc<ping::PingProbe>,
 }
 
 impl ProbeSet {
@@ -99,6 +101,7 @@ impl ProbeSet {
             http: Arc::new(http::HttpProbe::new(config)?),
             tcp: Arc::new(tcp::TcpProbe::new(config)?),
             dns: Arc::new(dns::DnsProbe::new()?),
+            ping: Arc::new(ping::PingProbe::new()?),
         })
     }
 
@@ -108,6 +111,7 @@ impl ProbeSet {
             "HTTP" | "HTTPS" => Some(self.http.clone()),
             "TCP" => Some(self.tcp.clone()),
             "DNS" => Some(self.dns.clone()),
+            "ICMP" | "PING" => Some(self.ping.clone()),
             _ => None,
         }
     }

@@ -1,4 +1,5 @@
-//! TCP and DNS monitors, in process and through the agent, against loopback servers.
+//! TCP, DNS and ping monitors, in process and through the agent, against loopback servers
+//! and (for lost pings) an address inside a network namespace the test makes itself.
 
 mod common;
 
@@ -13,6 +14,7 @@ use hickory_resolver::proto::rr::{RData, Record};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uptimeo_agent::heartbeat::ErrorKind;
 use uptimeo_agent::monitor::dns::DnsProbe;
+use uptimeo_agent::monitor::ping::PingProbe;
 use uptimeo_agent::monitor::tcp::TcpProbe;
 use uptimeo_agent::monitor::{MonitorSpec, ProbeConfig, Schedule};
 
@@ -226,4 +228,121 @@ async fn tcp_and_dns_monitors_run_from_the_database() {
         .await;
         assert_eq!(success, Some(true), "monitor {id}: {error:?}");
     }
+}
+
+/// Ping to 127.0.0.1: every reply arrives, round trips recorded.
+#[tokio::test]
+async fn ping_loopback_gets_every_reply() {
+    let probe = PingProbe::new().unwrap();
+    let result = probe
+        .run(&spec("ICMP", "icmp://127.0.0.1?count=3&interval_ms=20"))
+        .await;
+    assert!(result.success(), "{:?}", result.failure);
+    let body = result.body.unwrap();
+    assert_eq!(
+        (body["sent"].as_u64(), body["received"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(body["loss_pct"].as_f64(), Some(0.0));
+    assert!(result.degraded.is_none());
+}
+
+/// Concurrent pings of many monitors in one process never take each other's replies.
+#[tokio::test]
+async fn concurrent_pings_do_not_cross() {
+    let probe = Arc::new(PingProbe::new().unwrap());
+    let runs = (0..20).map(|_| {
+        let probe = probe.clone();
+        async move {
+            probe
+                .run(&spec("ICMP", "icmp://127.0.0.1?count=3&interval_ms=5"))
+                .await
+        }
+    });
+    for result in futures_util::future::join_all(runs).await {
+        assert!(result.success(), "{:?}", result.failure);
+        assert_eq!(result.body.unwrap()["received"].as_u64(), Some(3));
+    }
+}
+
+/// A network namespace of the test's own with a veth pair: 192.0.2.2 sits behind a static
+/// neighbour entry on a link where nobody answers, so echo requests go out and no reply comes.
+struct BlackholeNamespace {
+    name: String,
+}
+
+impl BlackholeNamespace {
+    fn create() -> Self {
+        let name = format!("uptimeo-ping-{}", std::process::id());
+        let script = format!(
+            "ip netns add {name} && ip netns exec {name} sh -c 'ip link set lo up && \
+             ip link add v0 type veth peer name v1 && ip addr add 192.0.2.1/24 dev v0 && \
+             ip link set v0 up && ip link set v1 up && \
+             ip neigh add 192.0.2.2 lladdr 02:00:00:00:00:02 dev v0 nud permanent'"
+        );
+        let ok = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "creating the test namespace needs root and iproute2");
+        Self { name }
+    }
+
+    /// Runs `work` on a thread that entered the namespace (sockets opened there belong to it).
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("namespace file");
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this thread only, with a valid namespace file descriptor.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(work)
+        })
+        .join()
+        .expect("namespace thread")
+    }
+}
+
+impl Drop for BlackholeNamespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Every reply dropped: down with a timeout, at the monitor's timeout; a working address in
+/// the same namespace is up (the control).
+#[test]
+fn ping_with_every_reply_dropped_is_down() {
+    let ns = BlackholeNamespace::create();
+    let (lost, control, took) = ns.run(async {
+        let probe = PingProbe::new().unwrap();
+        let started = std::time::Instant::now();
+        let lost = probe
+            .run(&spec("ICMP", "icmp://192.0.2.2?count=2&interval_ms=50"))
+            .await;
+        let took = started.elapsed();
+        let control = probe
+            .run(&spec("ICMP", "icmp://127.0.0.1?count=2&interval_ms=50"))
+            .await;
+        (lost, control, took)
+    });
+    let failure = lost.failure.expect("fails");
+    assert_eq!(failure.kind, ErrorKind::Timeout, "{}", failure.message);
+    assert!(failure.message.contains("all lost"), "{}", failure.message);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(control.success(), "{:?}", control.failure);
 }
