@@ -11,12 +11,13 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates=* curl=* \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home uptimeo
+    && groupadd --system --gid 10001 uptimeo \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home uptimeo
 COPY --from=build /src/target/release/uptimeo-agent /usr/local/bin/uptimeo-agent
-USER uptimeo
+USER 10001:10001
 ENV HEALTH_PORT=8080
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
-    CMD curl -fsS "http://127.0.0.1:${HEALTH_PORT}/healthz" || exit 1
+    CMD ["sh", "-c", "curl -fsS \"http://127.0.0.1:${HEALTH_PORT}/healthz\" || exit 1"]
 ENTRYPOINT ["/usr/local/bin/uptimeo-agent"]
 CMD ["run"]

@@ -9,10 +9,11 @@ use slog::{info, warn, Logger};
 
 use crate::actors::heartbeat_writer::Flush;
 use crate::actors::supervisor::{LeaseTiming, Shutdown};
-use crate::actors::{ConfigReloadActor, HeartbeatWriterActor, SupervisorActor};
+use crate::actors::{ConfigReloadActor, HeartbeatWriterActor, RetentionActor, SupervisorActor};
 use crate::db::lease::Claimant;
 use crate::db::{self, config, migrations, DbTarget};
-use crate::health;
+use crate::health::{self, HealthState};
+use crate::metrics::Metrics;
 use crate::monitor::{ProbeConfig, ProbeSet};
 use crate::settings::{MigrateArgs, RunArgs};
 
@@ -22,6 +23,9 @@ pub const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
 const WRITER_POOL_SIZE: u32 = 4;
 /// Connections used by the lease and the configuration reload.
 const CONTROL_POOL_SIZE: u32 = 2;
+/// Connections used by `/readyz` and by retention (one each at most).
+const HEALTH_POOL_SIZE: u32 = 1;
+const RETENTION_POOL_SIZE: u32 = 1;
 
 /// `uptimeo-agent migrate`.
 pub fn migrate(args: &MigrateArgs, log: &Logger) -> anyhow::Result<()> {
@@ -48,6 +52,7 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
     let agent_id = bootstrap_runtime()?.block_on(bootstrap(args, &target, log))?;
     let log = log.new(slog::o!("datacenter_id" => args.datacenter_id, "agent_id" => agent_id));
     let probes = Arc::new(ProbeSet::new(&ProbeConfig::default())?);
+    let metrics = Arc::new(Metrics::new());
 
     let system = actix_rt::System::new();
     system.block_on(async move {
@@ -57,7 +62,11 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
             let listener = health::bind(args.health_port)
                 .await
                 .with_context(|| format!("cannot listen on HEALTH_PORT {}", args.health_port))?;
-            Some(actix_rt::spawn(health::serve(listener, log.clone())))
+            let state = HealthState {
+                metrics: metrics.clone(),
+                pool: target.pool(HEALTH_POOL_SIZE),
+            };
+            Some(actix_rt::spawn(health::serve(listener, state, log.clone())))
         };
 
         let writer = HeartbeatWriterActor::new(
@@ -66,6 +75,7 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
             args.write_flush_delay,
             log.clone(),
         )
+        .with_metrics(metrics.clone())
         .start();
         let control_pool = target.pool(CONTROL_POOL_SIZE);
         let claimant = Claimant {
@@ -77,6 +87,17 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
             ttl: args.lease_ttl,
             standby_retry: args.standby_retry_interval,
         };
+        let _retention = args.retention_days.map(|days| {
+            RetentionActor::new(
+                target.pool(RETENTION_POOL_SIZE),
+                claimant.clone(),
+                days,
+                args.retention_check_interval,
+                log.clone(),
+            )
+            .with_metrics(metrics.clone())
+            .start()
+        });
         let supervisor = SupervisorActor::new(
             claimant,
             timing,
@@ -85,6 +106,7 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
             writer.clone(),
             log.clone(),
         )
+        .with_metrics(metrics.clone())
         .start();
         let _reload = ConfigReloadActor::new(
             control_pool,
@@ -94,6 +116,7 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
             supervisor.clone().recipient(),
             log.clone(),
         )
+        .with_metrics(metrics)
         .start();
 
         let signal = wait_for_signal().await?;

@@ -35,6 +35,7 @@
 //! - [`db`]: every SQL statement.
 //! - [`heartbeat`]: what a check measured and how it becomes a row.
 //! - [`schedule`]: slot arithmetic.
+//! - [`metrics`]: the Prometheus registry the actors record into.
 //! - [`settings`], [`logging`], [`health`], [`agent`]: the process around the actors.
 
 pub mod actors;
@@ -43,6 +44,7 @@ pub mod db;
 pub mod health;
 pub mod heartbeat;
 pub mod logging;
+pub mod metrics;
 pub mod monitor;
 pub mod schedule;
 pub mod settings;

@@ -18,6 +18,8 @@ pub const DEFAULT_STANDBY_RETRY_SECS: &str = "1";
 pub const DEFAULT_BATCH_SIZE: &str = "500";
 /// Default longest wait, in milliseconds, before a partial batch is written.
 pub const DEFAULT_FLUSH_DELAY_MS: &str = "200";
+/// Default seconds between two retention sweeps.
+pub const DEFAULT_RETENTION_CHECK_SECS: &str = "600";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -141,6 +143,17 @@ pub struct RunArgs {
     #[arg(long, env = "WRITE_FLUSH_DELAY_MS", default_value = DEFAULT_FLUSH_DELAY_MS,
           value_parser = parse_millis)]
     pub write_flush_delay: Duration,
+
+    /// Days of heartbeats kept: older daily partitions are detached and dropped by the lease
+    /// holder. Unset keeps everything.
+    #[arg(long, env = "RETENTION_DAYS",
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: Option<u32>,
+
+    /// Seconds between two retention sweeps (only with RETENTION_DAYS).
+    #[arg(long, env = "RETENTION_CHECK_INTERVAL", default_value = DEFAULT_RETENTION_CHECK_SECS,
+          value_parser = parse_seconds)]
+    pub retention_check_interval: Duration,
 }
 
 /// Parses a positive number of seconds (fractions allowed) into a duration.

@@ -15,6 +15,7 @@ use slog::{debug, error, info, warn, Logger};
 
 use crate::db::config::{self, MonitorWithSchedule};
 use crate::db::{self, DbError, Pool};
+use crate::metrics::{Metrics, ReloadOutcome};
 use crate::monitor::{MonitorSpec, ProbeSet};
 
 /// Polls the configuration of one datacenter.
@@ -27,6 +28,7 @@ pub struct ConfigReloadActor {
     /// Fingerprint of the rows last sent; `None` before the first successful load.
     last_fingerprint: Option<u64>,
     loading: bool,
+    metrics: Arc<Metrics>,
     log: Logger,
 }
 
@@ -48,8 +50,15 @@ impl ConfigReloadActor {
             supervisor,
             last_fingerprint: None,
             loading: false,
+            metrics: Arc::new(Metrics::new()),
             log,
         }
+    }
+
+    /// Counts polls by outcome in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
@@ -78,8 +87,11 @@ impl ConfigReloadActor {
                     match outcome {
                         Ok(Some(rows)) => act.apply(rows),
                         Ok(None) => act.datacenter_missing(),
-                        Err(e) => warn!(act.log, "config reload failed; retried at the next poll";
-                    "error" => %e),
+                        Err(e) => {
+                            act.metrics.record_reload(ReloadOutcome::Failed);
+                            warn!(act.log, "config reload failed; retried at the next poll";
+                                "error" => %e)
+                        }
                     }
                 }),
         );
@@ -88,10 +100,12 @@ impl ConfigReloadActor {
     fn apply(&mut self, rows: Vec<MonitorWithSchedule>) {
         let fingerprint = fingerprint(&rows);
         if self.last_fingerprint == Some(fingerprint) {
+            self.metrics.record_reload(ReloadOutcome::Unchanged);
             debug!(self.log, "config unchanged"; "monitors" => rows.len());
             return;
         }
         self.last_fingerprint = Some(fingerprint);
+        self.metrics.record_reload(ReloadOutcome::Changed);
 
         let mut specs = Vec::with_capacity(rows.len());
         let mut skipped = 0;

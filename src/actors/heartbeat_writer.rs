@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::db::heartbeats::{self, NewHeartbeat, PartitionOutcome};
 use crate::db::{self, DbError, Pool};
+use crate::metrics::Metrics;
 
 /// Shortest wait before retrying a failed write.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -51,6 +52,7 @@ pub struct HeartbeatWriterActor {
     backoff: Duration,
     /// Callers of [`Flush`] waiting for the buffer to empty.
     flush_waiters: Vec<oneshot::Sender<()>>,
+    metrics: Arc<Metrics>,
 }
 
 impl HeartbeatWriterActor {
@@ -67,7 +69,14 @@ impl HeartbeatWriterActor {
             flush_timer: None,
             backoff: MIN_BACKOFF,
             flush_waiters: Vec::new(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Records queue depth, batch sizes, rows written and write errors into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn schedule_flush(&mut self, delay: Duration, ctx: &mut Context<Self>) {
@@ -128,6 +137,12 @@ impl HeartbeatWriterActor {
             Err(e) => (WriteReport::default(), std::mem::take(&mut batch), Some(e)),
         };
 
+        let stored = batch.len() - report.rejected.len();
+        let attempted = stored + report.rejected.len() + unwritten.len();
+        self.metrics
+            .record_write(attempted, stored, report.rejected.len(), failure.is_some());
+        self.metrics
+            .record_writer_queue(self.buffer.len() + unwritten.len());
         for day in report.created {
             info!(self.log, "partition created"; "partition" => heartbeats::partition_name(day));
         }
@@ -273,6 +288,8 @@ impl Handler<RecordHeartbeat> for HeartbeatWriterActor {
 
     fn handle(&mut self, msg: RecordHeartbeat, ctx: &mut Self::Context) {
         self.buffer.push_back(msg.0);
+        self.metrics
+            .record_writer_queue(self.buffer.len() + self.writing);
         if self.buffer.len() >= self.batch_size {
             self.flush(ctx);
         } else {

@@ -15,6 +15,7 @@ use slog::{debug, info, o, warn, Logger};
 
 use super::heartbeat_writer::{PendingHeartbeat, RecordHeartbeat};
 use crate::heartbeat::{CheckFailure, CheckResult, ErrorKind, RowContext};
+use crate::metrics::Metrics;
 use crate::monitor::{MonitorSpec, Probe};
 use crate::schedule;
 
@@ -31,6 +32,7 @@ pub struct MonitorActor {
     generation: u64,
     check_running: bool,
     skipped_slots: u64,
+    metrics: Arc<Metrics>,
     log: Logger,
 }
 
@@ -43,6 +45,7 @@ pub struct MonitorSetup {
     pub agent_id: i32,
     pub lease_epoch: i64,
     pub generation: u64,
+    pub metrics: Arc<Metrics>,
     pub log: Logger,
 }
 
@@ -61,6 +64,7 @@ impl MonitorActor {
             generation: setup.generation,
             check_running: false,
             skipped_slots: 0,
+            metrics: setup.metrics,
             log,
         }
     }
@@ -73,6 +77,7 @@ impl MonitorActor {
     fn on_slot(&mut self, slot: DateTime<Utc>, ctx: &mut Context<Self>) {
         if self.check_running {
             self.skipped_slots += 1;
+            self.metrics.record_skipped_slots(1);
             debug!(self.log, "slot skipped: previous check still running";
                 "slot" => slot.to_rfc3339(), "skipped_slots" => self.skipped_slots);
         } else {
@@ -87,6 +92,7 @@ impl MonitorActor {
             let resumed = schedule::next_slot_after(now, self.spec.id, interval);
             let missed = (resumed - next).num_milliseconds() as u64 / interval.as_millis() as u64;
             self.skipped_slots += missed;
+            self.metrics.record_skipped_slots(missed);
             warn!(self.log, "slots skipped: agent fell behind"; "missed" => missed);
             next = resumed;
         }
@@ -127,6 +133,9 @@ impl MonitorActor {
                 scheduled_at: slot,
             },
         );
+        let status = row.status.as_deref();
+        self.metrics
+            .record_check(&self.spec.kind, status, &result, slot);
         match &result.failure {
             Some(failure) => warn!(self.log, "Monitor execution failed";
                 "monitor_name" => %self.name, "error_type" => failure.kind.as_str(),

@@ -22,6 +22,7 @@ use super::heartbeat_writer::{HeartbeatWriterActor, RecordHeartbeat};
 use super::monitor::{MonitorActor, MonitorSetup, MonitorStopped, StopMonitor};
 use crate::db::lease::{self, Claimant};
 use crate::db::{self, DbError, Pool};
+use crate::metrics::{LeaseRole, Metrics};
 use crate::monitor::{MonitorSpec, ProbeSet};
 
 /// Longest wait before restarting a monitor that keeps stopping.
@@ -81,6 +82,7 @@ pub struct SupervisorActor {
     restart_backoff: HashMap<i32, (u32, Instant)>,
     next_generation: u64,
     shutting_down: bool,
+    metrics: Arc<Metrics>,
     log: Logger,
 }
 
@@ -106,8 +108,16 @@ impl SupervisorActor {
             restart_backoff: HashMap::new(),
             next_generation: 0,
             shutting_down: false,
+            metrics: Arc::new(Metrics::new()),
             log,
         }
+    }
+
+    /// Records the lease role and epoch into `metrics` (which `/readyz` reads) and hands it to
+    /// every monitor actor started.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn lease_tick(&mut self, ctx: &mut Context<Self>) {
@@ -138,6 +148,7 @@ impl SupervisorActor {
             match outcome {
                 Ok(Some(epoch)) => act.become_active(epoch, sent, ctx),
                 Ok(None) => {
+                    act.metrics.record_lease(LeaseRole::Standby, None);
                     if let LeaseState::Standby {
                         announced: announced @ false,
                     } = &mut act.lease
@@ -147,7 +158,10 @@ impl SupervisorActor {
                             "datacenter_id" => act.claimant.datacenter_id);
                     }
                 }
-                Err(e) => warn!(act.log, "lease acquisition failed"; "error" => %e),
+                Err(e) => {
+                    act.metrics.record_lease(LeaseRole::Unknown, None);
+                    warn!(act.log, "lease acquisition failed"; "error" => %e)
+                }
             }
             if matches!(act.lease, LeaseState::Standby { .. }) {
                 act.schedule_tick(act.timing.standby_retry, ctx);
@@ -158,6 +172,7 @@ impl SupervisorActor {
     fn become_active(&mut self, epoch: i64, sent: Instant, ctx: &mut Context<Self>) {
         info!(self.log, "Acquired lock for datacenter:{}", self.claimant.datacenter_id;
             "datacenter_id" => self.claimant.datacenter_id, "epoch" => epoch);
+        self.metrics.record_lease(LeaseRole::Active, Some(epoch));
         self.lease = LeaseState::Active {
             epoch,
             deadline: sent + self.timing.ttl - self.timing.safety_margin(),
@@ -225,6 +240,7 @@ impl SupervisorActor {
 
     fn step_down(&mut self, ctx: &mut Context<Self>) {
         self.lease = LeaseState::Standby { announced: false };
+        self.metrics.record_lease(LeaseRole::Standby, None);
         let stopped = self.stop_all();
         info!(self.log, "reconciled monitors"; "running" => 0, "started" => 0,
             "stopped" => stopped, "restarted" => 0, "active" => false);
@@ -306,6 +322,7 @@ impl SupervisorActor {
             agent_id: self.claimant.agent_id,
             lease_epoch: epoch,
             generation,
+            metrics: self.metrics.clone(),
             log: self.log.clone(),
         })
         .start();
@@ -325,6 +342,7 @@ impl SupervisorActor {
             LeaseState::Standby { .. } => None,
         };
         self.lease = LeaseState::Standby { announced: true };
+        self.metrics.record_lease(LeaseRole::Unknown, None);
         let (pool, claimant, timeout, log) = (
             self.pool.clone(),
             self.claimant.clone(),

@@ -5,12 +5,14 @@
 //! - [`config`]: datacenters, agents and the monitors of a datacenter.
 //! - [`heartbeats`]: batched heartbeat inserts and daily partitions.
 //! - [`lease`]: the datacenter lease (holder, epoch, expiry by the database clock).
+//! - [`retention`]: dropping whole daily partitions older than the retention period.
 //! - [`sample`]: the sample configuration of the README.
 
 pub mod config;
 pub mod heartbeats;
 pub mod lease;
 pub mod migrations;
+pub mod retention;
 pub mod sample;
 pub mod schema;
 
@@ -184,6 +186,13 @@ async fn connect_with(
         .await
         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+/// Runs the cheapest statement there is: proves the server answers on this connection.
+pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), DbError> {
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query("SELECT 1").execute(conn).await?;
+    Ok(())
 }
 
 /// Takes a connection from the pool, mapping pool errors to [`DbError::Pool`].

@@ -1,0 +1,91 @@
+//! Writer throughput on its own: realistic heartbeat rows (request and response headers as
+//! JSON, no body) stored through the agent's own multi-row INSERT
+//! ([`uptimeo_agent::db::heartbeats::insert_batch`]), one batch at a time on one connection,
+//! as the heartbeat writer does. `bench/writer.sh` runs it and compares with `COPY`.
+//!
+//! `writer_throughput DB_URL [ROWS=100000] [BATCH=500] [MONITORS=1000]`; the database must be
+//! migrated and hold monitors 1..=MONITORS and agent 1. Prints `insert rows=R seconds=S rows_per_s=X`.
+
+use std::time::Instant;
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+use uptimeo_agent::db::heartbeats::{self, NewHeartbeat};
+use uptimeo_agent::db::DbTarget;
+
+fn row(i: usize, monitors: usize, base: chrono::NaiveDateTime) -> NewHeartbeat {
+    let monitor = (i % monitors) as i32 + 1;
+    NewHeartbeat {
+        monitor_id: Some(monitor),
+        agent_id: Some(1),
+        // Spread over the last minutes of the day, all in one daily partition.
+        executed_at: base + Duration::milliseconds(i as i64),
+        success: Some(true),
+        response_time_ms: Some(3 + (i % 7) as i32),
+        response_size_bytes: Some(15),
+        response_status_code: Some(200),
+        response_content_type: Some("application/json".to_string()),
+        response_server: Some("bench-target".to_string()),
+        response_cache_status: None,
+        dns_lookup_ms: None,
+        tcp_connect_ms: Some(1),
+        tls_handshake_ms: None,
+        time_to_first_byte_ms: Some(2 + (i % 5) as i32),
+        warning_threshold_ms: Some(500),
+        critical_threshold_ms: Some(2000),
+        error_type: None,
+        error_message: None,
+        raw_request_headers: Some(json!({
+            "Accept": "application/json",
+            "User-Agent": "uptimeo-agent/0.1",
+            "Authorization": "***",
+            "Host": "127.0.0.1:8080",
+        })),
+        raw_response_headers: Some(json!({
+            "content-type": "application/json",
+            "server": "bench-target",
+            "cache-control": "no-store",
+            "content-length": "15",
+            "date": "Thu, 03 Dec 2026 17:00:00 GMT",
+            "x-request-id": format!("{i:016x}"),
+        })),
+        raw_response_body: None,
+        status: Some("up".to_string()),
+        lease_epoch: Some(1),
+        scheduled_at: Some(base + Duration::milliseconds(i as i64)),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let url = args
+        .get(1)
+        .map(String::as_str)
+        .unwrap_or("postgres://postgres@127.0.0.1:5432/uptimeo_bench_writer");
+    let arg =
+        |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let (total, batch, monitors) = (arg(2, 100_000), arg(3, 500), arg(4, 1000));
+
+    // Rows of today, early enough not to cross midnight.
+    let today = Utc::now().date_naive();
+    let base = today.and_hms_opt(0, 0, 0).unwrap_or_default();
+    let rows: Vec<NewHeartbeat> = (0..total).map(|i| row(i, monitors, base)).collect();
+
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let mut conn = DbTarget::parse(url)?.connect().await?;
+            heartbeats::ensure_partition(&mut conn, today).await?;
+            let started = Instant::now();
+            for chunk in rows.chunks(batch.max(1)) {
+                heartbeats::insert_batch(&mut conn, chunk).await?;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "insert rows={total} seconds={seconds:.3} rows_per_s={:.0}",
+                total as f64 / seconds
+            );
+            Ok(())
+        })
+}
