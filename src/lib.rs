@@ -46,3 +46,4 @@ pub mod logging;
 pub mod monitor;
 pub mod schedule;
 pub mod settings;
+pub mod spool;

@@ -333,6 +333,8 @@ pub fn refused_port() -> u16 {
 pub struct AgentProcess {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The spool directory made for this process by [`AgentProcess::run`], removed on drop.
+    spool: Option<tempfile::TempDir>,
 }
 
 impl AgentProcess {
@@ -371,11 +373,18 @@ impl AgentProcess {
                 }
             });
         }
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            spool: None,
+        }
     }
 
     /// Starts `run` for datacenter 1 against `db_url` with fast test settings, plus `extra`.
+    /// Unless `extra` names a `SPOOL_DIR`, the process gets a new one of its own.
     pub fn run(db_url: &str, agent_id: i32, extra: &[(&str, String)]) -> Self {
+        let spool = (!extra.iter().any(|(k, _)| *k == "SPOOL_DIR"))
+            .then(|| tempfile::tempdir().expect("spool dir"));
         let mut env = vec![
             ("DB_CONN_STRING", db_url.to_string()),
             ("DATACENTER_ID", "1".to_string()),
@@ -386,11 +395,16 @@ impl AgentProcess {
             ("STANDBY_RETRY_INTERVAL", "0.5".to_string()),
             ("LOG_LEVEL", "debug".to_string()),
         ];
+        if let Some(dir) = &spool {
+            env.push(("SPOOL_DIR", dir.path().display().to_string()));
+        }
         for (k, v) in extra {
             env.retain(|(key, _)| key != k);
             env.push((k, v.clone()));
         }
-        Self::start(&["run"], &env)
+        let mut process = Self::start(&["run"], &env);
+        process.spool = spool;
+        process
     }
 
     /// Every line so far.
