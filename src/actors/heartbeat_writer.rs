@@ -349,9 +349,13 @@ impl Handler<RecordHeartbeat> for HeartbeatWriterActor {
     type Result = ();
 
     fn handle(&mut self, msg: RecordHeartbeat, ctx: &mut Self::Context) {
+        let monitor_id = msg.0.row.monitor_id;
         let (dropped, written) = self.spool.push(msg.0);
-        if let Err(e) = written {
-            error!(self.log, "spool write failed; heartbeat kept in memory only"; "error" => %e);
+        match written {
+            Ok(()) => debug!(self.log, "heartbeat spooled"; "monitor_id" => monitor_id,
+                "spooled" => self.spool.len()),
+            Err(e) => error!(self.log, "spool write failed; heartbeat kept in memory only";
+                "error" => %e, "monitor_id" => monitor_id),
         }
         self.log_dropped(dropped);
         if self.spool.waiting() >= self.batch_size {

@@ -466,3 +466,86 @@ impl Drop for AgentProcess {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Faults: a TCP proxy in front of PostgreSQL that the test can cut.
+
+/// The `host:port` of a postgres URL.
+pub fn url_host_port(url: &str) -> String {
+    let after_at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
+    let after_at = after_at.trim_start_matches("postgres://");
+    after_at.split('/').next().unwrap_or(after_at).to_string()
+}
+
+/// The same URL through another `host:port`.
+pub fn url_via(url: &str, host_port: &str) -> String {
+    url.replacen(&url_host_port(url), host_port, 1)
+}
+
+/// A loopback TCP proxy. While cut, it closes every open connection and closes new ones as
+/// soon as they are accepted, as a server that went away would.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// A proxy to `target` (`host:port`), forwarding until cut.
+    pub async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (is_cut, open) = (cut.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if is_cut.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let target = target.clone();
+                let forward = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                open.lock().expect("connections").push(forward);
+            }
+        });
+        Self {
+            addr,
+            cut,
+            connections,
+            task,
+        }
+    }
+
+    /// `url` (a postgres URL) through this proxy.
+    pub fn url(&self, url: &str) -> String {
+        url_via(url, &self.addr.to_string())
+    }
+
+    /// Closes every connection and refuses new ones until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for connection in self.connections.lock().expect("connections").drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
