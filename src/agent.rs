@@ -91,6 +91,7 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
         .start();
         let _reload = ConfigReloadActor::new(
             control_pool,
+            Some(target.clone()),
             args.datacenter_id,
             args.config_reload_interval,
             probes,

@@ -54,6 +54,9 @@ pub enum DbError {
     /// A statement did not finish in time.
     #[error("query timed out after {0:?}")]
     Timeout(Duration),
+    /// The server closed the connection.
+    #[error("connection closed by the server")]
+    Closed,
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),
