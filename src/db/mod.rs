@@ -6,6 +6,7 @@
 //! - [`heartbeats`]: batched heartbeat inserts and daily partitions.
 //! - [`lease`]: the datacenter lease (holder, epoch, expiry by the database clock).
 //! - [`sample`]: the sample configuration of the README.
+//! - [`tls`]: TLS to PostgreSQL with libpq's `sslmode` and `sslrootcert`.
 
 pub mod config;
 pub mod heartbeats;
@@ -13,6 +14,7 @@ pub mod lease;
 pub mod migrations;
 pub mod sample;
 pub mod schema;
+pub mod tls;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub type Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
 #[derive(Clone)]
 pub struct DbTarget {
     config: Arc<tokio_postgres::Config>,
+    tls: tls::RustlsConnect,
+    tls_mode: tls::SslMode,
 }
 
 /// Errors of the database layer.
@@ -99,9 +103,11 @@ impl DbError {
 }
 
 impl DbTarget {
-    /// Parses a libpq-style URL or key=value connection string.
+    /// Parses a libpq-style URL or key=value connection string, with its TLS settings (see
+    /// [`tls`]); reads the `sslrootcert` file.
     pub fn parse(conn_string: &str) -> Result<Self, DbError> {
-        let mut config = tokio_postgres::Config::from_str(conn_string)
+        let (tls_settings, conn_string) = tls::TlsSettings::extract(conn_string)?;
+        let mut config = tokio_postgres::Config::from_str(&conn_string)
             .map_err(|e| DbError::InvalidConnString(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
@@ -111,7 +117,14 @@ impl DbTarget {
         }
         Ok(Self {
             config: Arc::new(config),
+            tls: tls_settings.connector()?,
+            tls_mode: tls_settings.mode,
         })
+    }
+
+    /// The `sslmode` in force.
+    pub fn ssl_mode(&self) -> tls::SslMode {
+        self.tls_mode
     }
 
     /// The database name, if the connection string gives one.
@@ -125,12 +138,14 @@ impl DbTarget {
         config.dbname(dbname);
         Self {
             config: Arc::new(config),
+            tls: self.tls.clone(),
+            tls_mode: self.tls_mode,
         }
     }
 
     /// Opens one connection outside any pool.
     pub async fn connect(&self) -> Result<AsyncPgConnection, DbError> {
-        connect_with(&self.config)
+        connect_with(&self.config, &self.tls)
             .await
             .map_err(|e| DbError::Connect {
                 target: self.to_string(),
@@ -140,10 +155,10 @@ impl DbTarget {
 
     /// Builds a pool of at most `size` connections; connections are opened on demand.
     pub fn pool(&self, size: u32) -> Pool {
-        let config = self.config.clone();
+        let (config, tls) = (self.config.clone(), self.tls.clone());
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
         manager_config.custom_setup =
-            Box::new(move |_url| connect_with_owned(config.clone()).boxed());
+            Box::new(move |_url| connect_with_owned(config.clone(), tls.clone()).boxed());
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
             "configured-separately",
             manager_config,
@@ -173,20 +188,33 @@ impl std::fmt::Display for DbTarget {
 
 async fn connect_with_owned(
     config: Arc<tokio_postgres::Config>,
+    tls: tls::RustlsConnect,
 ) -> Result<AsyncPgConnection, ConnectionError> {
-    connect_with(&config).await
+    connect_with(&config, &tls).await
 }
 
 async fn connect_with(
     config: &tokio_postgres::Config,
+    tls: &tls::RustlsConnect,
 ) -> Result<AsyncPgConnection, ConnectionError> {
-    // TODO: sslmode require/verify-* need a rustls connector; until then the connection is
-    // made without TLS (see README, limitations).
     let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+        .connect(tls.clone())
         .await
-        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        .map_err(|e| ConnectionError::BadConnection(with_sources(&e)))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+/// An error and its sources, joined by `: ` (tokio-postgres puts the server's message and the
+/// TLS failure in the source).
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Takes a connection from the pool, mapping pool errors to [`DbError::Pool`].

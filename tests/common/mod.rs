@@ -549,3 +549,194 @@ impl Drop for TcpProxy {
         self.task.abort();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Throwaway PostgreSQL clusters, for tests that need a server of their own (TLS, restarts).
+
+/// A PostgreSQL cluster of its own on a free port of 127.0.0.1 and 127.0.0.2, in a temporary
+/// directory; stopped (immediately) and removed when dropped. Run as user `postgres` when the
+/// tests run as root.
+pub struct PgCluster {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PgCluster {
+    /// A cluster with TLS on, serving `pki`'s certificate, that refuses TCP connections
+    /// without TLS.
+    pub fn start_tls(pki: &TestPki) -> Self {
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let data = dir.path().join("data");
+        pg_command(
+            "initdb",
+            &["-D", path_str(&data), "-U", "postgres", "-A", "trust"],
+            &dir,
+        );
+
+        let chain: String = pki
+            .server_chain
+            .iter()
+            .map(|c| pem("CERTIFICATE", c))
+            .collect();
+        std::fs::write(data.join("server.crt"), chain).expect("server.crt");
+        std::fs::write(
+            data.join("server.key"),
+            pem("PRIVATE KEY", &pki.server_key_der),
+        )
+        .expect("server.key");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.0/8 trust\n\
+             hostnossl all all 127.0.0.0/8 reject\n",
+        )
+        .expect("pg_hba.conf");
+        own_by_postgres(dir.path());
+        Command::new("chmod")
+            .args(["600", path_str(&data.join("server.key"))])
+            .status()
+            .expect("chmod");
+
+        let cluster = Self {
+            port: refused_port(),
+            dir,
+        };
+        cluster.start();
+        cluster
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1,127.0.0.2 -c ssl=on -c max_connections=40",
+            self.port,
+            path_str(self.dir.path())
+        );
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        pg_command(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data),
+                "-o",
+                &options,
+                "-l",
+                path_str(&log),
+                "-w",
+                "start",
+            ],
+            &self.dir,
+        );
+    }
+
+    /// Stops the server at once (no shutdown checkpoint, connections cut).
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        pg_command(
+            "pg_ctl",
+            &["-D", path_str(&data), "-m", "immediate", "-w", "stop"],
+            &self.dir,
+        );
+    }
+
+    /// A URL to database `postgres` through `host`, with `params` as its query string.
+    pub fn url(&self, host: &str, params: &str) -> String {
+        format!("postgres://postgres@{host}:{}/postgres?{params}", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = pg_status(
+            "pg_ctl",
+            &["-D", path_str(&data), "-m", "immediate", "stop"],
+        );
+    }
+}
+
+fn path_str(path: &std::path::Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// The newest installed PostgreSQL's `bin` directory.
+fn pg_bin() -> std::path::PathBuf {
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL installed under /usr/lib/postgresql")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|v| v.parse().ok()))
+        .collect();
+    versions.sort_unstable();
+    let newest = versions.last().expect("a PostgreSQL version");
+    std::path::PathBuf::from(format!("/usr/lib/postgresql/{newest}/bin"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+fn pg_status(tool: &str, args: &[&str]) -> std::io::Result<ExitStatus> {
+    let program = pg_bin().join(tool);
+    let mut command = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+}
+
+fn pg_command(tool: &str, args: &[&str], dir: &tempfile::TempDir) {
+    own_by_postgres(dir.path());
+    let status = pg_status(tool, args).expect(tool);
+    assert!(status.success(), "{tool} {args:?} failed: {status:?}");
+}
+
+fn own_by_postgres(path: &std::path::Path) {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres", path_str(path)])
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
+}
+
+/// PEM armour of DER bytes.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut encoded = String::new();
+    for chunk in der.chunks(3) {
+        let bytes = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                encoded.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
