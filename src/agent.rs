@@ -16,6 +16,7 @@ use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
 use crate::monitor::{ProbeConfig, ProbeSet};
 use crate::settings::{MigrateArgs, RunArgs};
+use crate::spool::{Spool, SpoolConfig};
 
 /// Everything a shutdown may take, from the signal to the exit.
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
@@ -53,6 +54,7 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
     let log = log.new(slog::o!("datacenter_id" => args.datacenter_id, "agent_id" => agent_id));
     let probes = Arc::new(ProbeSet::new(&ProbeConfig::default())?);
     let metrics = Arc::new(Metrics::new());
+    let spool = open_spool(args, agent_id, &log)?;
 
     let system = actix_rt::System::new();
     system.block_on(async move {
@@ -71,6 +73,7 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
 
         let writer = HeartbeatWriterActor::new(
             target.pool(WRITER_POOL_SIZE),
+            spool,
             usize::from(args.write_batch_size),
             args.write_flush_delay,
             log.clone(),
@@ -110,6 +113,7 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
         .start();
         let _reload = ConfigReloadActor::new(
             control_pool,
+            Some(target.clone()),
             args.datacenter_id,
             args.config_reload_interval,
             probes,
@@ -164,6 +168,27 @@ async fn bootstrap(args: &RunArgs, target: &DbTarget, log: &Logger) -> anyhow::R
     info!(log, "agent starting"; "database" => %target, "datacenter_id" => dc,
         "datacenter_code" => code, "agent_id" => agent_id);
     Ok(agent_id)
+}
+
+/// Opens this agent's spool directory; heartbeats a killed run left there are replayed.
+fn open_spool(
+    args: &RunArgs,
+    agent_id: i32,
+    log: &Logger,
+) -> anyhow::Result<Spool<crate::actors::heartbeat_writer::PendingHeartbeat>> {
+    let dir = args
+        .spool_dir
+        .join(format!("dc{}-agent{agent_id}", args.datacenter_id));
+    let mut config = SpoolConfig::new(&dir);
+    config.max_items = usize::try_from(args.spool_max_rows).unwrap_or(usize::MAX);
+    config.memory_items = config.memory_items.min(config.max_items);
+    let (spool, recovered) = Spool::open(config)
+        .with_context(|| format!("cannot use SPOOL_DIR {}", args.spool_dir.display()))?;
+    if recovered.items > 0 {
+        info!(log, "spool replay"; "rows" => recovered.items, "segments" => recovered.segments,
+            "spool_dir" => %dir.display());
+    }
+    Ok(spool)
 }
 
 /// A small multi-threaded runtime for start-up work: diesel's migration harness blocks in

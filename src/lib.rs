@@ -48,3 +48,4 @@ pub mod metrics;
 pub mod monitor;
 pub mod schedule;
 pub mod settings;
+pub mod spool;

@@ -20,6 +20,10 @@ pub const DEFAULT_BATCH_SIZE: &str = "500";
 pub const DEFAULT_FLUSH_DELAY_MS: &str = "200";
 /// Default seconds between two retention sweeps.
 pub const DEFAULT_RETENTION_CHECK_SECS: &str = "600";
+/// Default directory of the spool of unwritten heartbeats (relative to the working directory).
+pub const DEFAULT_SPOOL_DIR: &str = "spool";
+/// Default most heartbeats the spool holds before the oldest are dropped.
+pub const DEFAULT_SPOOL_MAX_ROWS: &str = "100000";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -154,6 +158,15 @@ pub struct RunArgs {
     #[arg(long, env = "RETENTION_CHECK_INTERVAL", default_value = DEFAULT_RETENTION_CHECK_SECS,
           value_parser = parse_seconds)]
     pub retention_check_interval: Duration,
+    /// Directory of the spool of heartbeats not yet stored; the agent uses its subdirectory
+    /// `dc<DATACENTER_ID>-agent<AGENT_ID>` and writes nowhere else.
+    #[arg(long, env = "SPOOL_DIR", default_value = DEFAULT_SPOOL_DIR)]
+    pub spool_dir: std::path::PathBuf,
+
+    /// Most heartbeats the spool holds (memory and disk); past it the oldest are dropped.
+    #[arg(long, env = "SPOOL_MAX_ROWS", default_value = DEFAULT_SPOOL_MAX_ROWS,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub spool_max_rows: u64,
 }
 
 /// Parses a positive number of seconds (fractions allowed) into a duration.

@@ -115,7 +115,10 @@ async fn migrates_over_an_original_database_without_losing_rows() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(indexes, 3, "primary key and the two original indexes");
+    assert_eq!(
+        indexes, 4,
+        "primary key, the two original indexes and the check key (for idempotent inserts)"
+    );
 
     // Sequences moved past the seed's explicit ids.
     client

@@ -1,5 +1,17 @@
-//! `ConfigReloadActor`: polls the datacenter's monitors and schedules and tells the supervisor
-//! when they changed.
+//! `ConfigReloadActor`: reloads the datacenter's monitors and schedules and tells the
+//! supervisor when they changed.
+//!
+//! ```text
+//!   LISTEN uptimeo_config (own connection) --ConfigNotified--> reload --ConfigChanged-->
+//!   every CONFIG_RELOAD_INTERVAL ----------------------------> reload     supervisor
+//! ```
+//!
+//! A listener task keeps a connection of its own LISTENing on
+//! [`config::CONFIG_CHANNEL`], which triggers on the configuration tables notify at each
+//! commit, so a change is applied within moments. The periodic poll stays as the fallback:
+//! notifications sent while the listener was disconnected are lost, so every (re)connection
+//! also triggers a reload, and the poll catches anything else. Notifications arriving while a
+//! reload runs are folded into one more reload after it.
 //!
 //! It compares the rows as stored, so a reload that finds nothing new sends nothing. Rows that
 //! cannot run are reported once per change, with the monitor and the reason, and left out; the
@@ -13,14 +25,16 @@ use std::time::Duration;
 use actix::prelude::*;
 use slog::{debug, error, info, warn, Logger};
 
-use crate::db::config::{self, MonitorWithSchedule};
-use crate::db::{self, DbError, Pool};
+use crate::db::config::{self, ConfigListener, MonitorWithSchedule};
+use crate::db::{self, DbError, DbTarget, Pool};
 use crate::metrics::{Metrics, ReloadOutcome};
 use crate::monitor::{MonitorSpec, ProbeSet};
 
 /// Polls the configuration of one datacenter.
 pub struct ConfigReloadActor {
     pool: Pool,
+    /// Where the listener connects; `None`: poll only.
+    listen: Option<DbTarget>,
     datacenter_id: i32,
     interval: Duration,
     probes: Arc<ProbeSet>,
@@ -29,13 +43,22 @@ pub struct ConfigReloadActor {
     last_fingerprint: Option<u64>,
     loading: bool,
     metrics: Arc<Metrics>,
+    /// A change was notified while loading: load again when done.
+    reload_again: bool,
     log: Logger,
 }
 
+/// First wait before the listener reconnects.
+pub const LISTEN_MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest wait before the listener reconnects.
+pub const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 impl ConfigReloadActor {
-    /// A reload actor polling every `interval`.
+    /// A reload actor polling every `interval`, and listening for notifications through a
+    /// connection to `listen` when given.
     pub fn new(
         pool: Pool,
+        listen: Option<DbTarget>,
         datacenter_id: i32,
         interval: Duration,
         probes: Arc<ProbeSet>,
@@ -44,6 +67,7 @@ impl ConfigReloadActor {
     ) -> Self {
         Self {
             pool,
+            listen,
             datacenter_id,
             interval,
             probes,
@@ -51,6 +75,7 @@ impl ConfigReloadActor {
             last_fingerprint: None,
             loading: false,
             metrics: Arc::new(Metrics::new()),
+            reload_again: false,
             log,
         }
     }
@@ -63,6 +88,7 @@ impl ConfigReloadActor {
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
         if self.loading {
+            self.reload_again = true;
             return;
         }
         self.loading = true;
@@ -82,7 +108,7 @@ impl ConfigReloadActor {
         };
         ctx.spawn(
             load.into_actor(self)
-                .map(|outcome: Result<_, DbError>, act, _ctx| {
+                .map(|outcome: Result<_, DbError>, act, ctx| {
                     act.loading = false;
                     match outcome {
                         Ok(Some(rows)) => act.apply(rows),
@@ -92,6 +118,9 @@ impl ConfigReloadActor {
                             warn!(act.log, "config reload failed; retried at the next poll";
                                 "error" => %e)
                         }
+                    }
+                    if std::mem::take(&mut act.reload_again) {
+                        act.reload(ctx);
                     }
                 }),
         );
@@ -152,6 +181,9 @@ impl Actor for ConfigReloadActor {
         info!(self.log, "config reload started"; "interval_s" => self.interval.as_secs_f64());
         self.reload(ctx);
         ctx.run_interval(self.interval, |act, ctx| act.reload(ctx));
+        if let Some(target) = self.listen.clone() {
+            actix_rt::spawn(listen(target, ctx.address(), self.log.clone()));
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -165,4 +197,50 @@ impl Actor for ConfigReloadActor {
 #[rtype(result = "()")]
 pub struct ConfigChanged {
     pub specs: Vec<Arc<MonitorSpec>>,
+}
+
+/// Sent by the listener task when a configuration table changed (`table`), or when it has
+/// just (re)connected (`None`), since changes made meanwhile were not notified.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConfigNotified {
+    pub table: Option<String>,
+}
+
+impl Handler<ConfigNotified> for ConfigReloadActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConfigNotified, ctx: &mut Self::Context) {
+        debug!(self.log, "config change notified"; "table" => msg.table);
+        self.reload(ctx);
+    }
+}
+
+/// The listener task: listens, forwards each notification, reconnects with a backoff when the
+/// connection is lost; ends when the actor is gone.
+async fn listen(target: DbTarget, reload: Addr<ConfigReloadActor>, log: Logger) {
+    let mut backoff = LISTEN_MIN_BACKOFF;
+    while reload.connected() {
+        match ConfigListener::start(&target).await {
+            Ok(mut listener) => {
+                info!(log, "config listen started"; "channel" => config::CONFIG_CHANNEL);
+                backoff = LISTEN_MIN_BACKOFF;
+                let mut notified = Some(ConfigNotified { table: None });
+                while let Some(msg) = notified.take() {
+                    if reload.send(msg).await.is_err() {
+                        return;
+                    }
+                    match listener.next_change().await {
+                        Ok(table) => notified = Some(ConfigNotified { table: Some(table) }),
+                        Err(e) => warn!(log, "config listen lost; polling until it is back";
+                            "error" => %e),
+                    }
+                }
+            }
+            Err(e) => warn!(log, "config listen failed; polling until it is back";
+                "error" => %e, "retry_in_ms" => backoff.as_millis() as u64),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LISTEN_MAX_BACKOFF);
+    }
 }

@@ -1,16 +1,29 @@
 //! `HeartbeatWriterActor`: batches heartbeats into multi-row INSERTs and keeps the daily
 //! partitions ready.
 //!
-//! Error policy: a failed write keeps its rows at the head of the buffer and is retried with
-//! exponential backoff ([`MIN_BACKOFF`] to [`MAX_BACKOFF`]); a row is removed from the buffer
-//! only once PostgreSQL has stored it. When an insert fails because no partition covers a row's
-//! day, the partition is created and the insert retried at once. When it fails because of a
-//! row's content (a constraint violation, such as a monitor deleted since its check ran), the
-//! batch is written row by row and each row PostgreSQL rejects is logged at error level with
-//! its full content, then dropped: retrying it could never succeed and would block every later
-//! row. The buffer lives in memory: rows still in it when the process is killed are lost.
+//! Never lost: every heartbeat received is first appended to the [`Spool`] (a bounded memory
+//! queue whose items are also written, one JSON line each, to segment files under
+//! `SPOOL_DIR`), and acknowledged there only once PostgreSQL has stored it; a segment is
+//! deleted when all its rows are acknowledged. At start, the segments a killed process left
+//! behind are replayed before anything new. When the spool's bound is reached, the oldest rows
+//! are dropped, each logged (`spool full: oldest heartbeat dropped`) and counted.
+//!
+//! Never twice: a replay may write rows that were in fact stored just before the kill (the
+//! commit came, the acknowledgement did not), and a retry after a timeout may write rows whose
+//! commit succeeded. Both are harmless because each row is identified by
+//! `(monitor_id, scheduled_at, executed_at)`, a unique index, and the insert skips rows
+//! already stored (`ON CONFLICT DO NOTHING`, see [`heartbeats::insert_batch`]).
+//!
+//! Error policy: a failed write puts its rows back at the head of the queue and is retried with
+//! exponential backoff ([`MIN_BACKOFF`] to [`MAX_BACKOFF`]). When an insert fails because no
+//! partition covers a row's day, the partition is created and the insert retried at once. When
+//! it fails because of a row's content (a constraint violation, such as a monitor deleted since
+//! its check ran), the batch is written row by row and each row PostgreSQL rejects is logged at
+//! error level with its full content, then dropped: retrying it could never succeed and would
+//! block every later row. A failed append to the spool file (a full disk) keeps the row in
+//! memory only and logs an error.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +35,7 @@ use tokio::sync::oneshot;
 use crate::db::heartbeats::{self, NewHeartbeat, PartitionOutcome};
 use crate::db::{self, DbError, Pool};
 use crate::metrics::Metrics;
+use crate::spool::{Dropped, Spool, Spooled};
 
 /// Shortest wait before retrying a failed write.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -32,11 +46,25 @@ pub const PARTITION_CHECK_INTERVAL: Duration = Duration::from_secs(600);
 /// Longest time one batch write may take before it counts as failed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A heartbeat waiting to be written.
-#[derive(Debug, Clone)]
+/// A heartbeat waiting to be written; one line of the spool.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PendingHeartbeat {
     pub row: NewHeartbeat,
+    #[serde(with = "arc_str")]
     pub monitor_name: Arc<str>,
+}
+
+/// Serde for `Arc<str>` as a plain string.
+mod arc_str {
+    use std::sync::Arc;
+
+    pub fn serialize<S: serde::Serializer>(value: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        <String as serde::Deserialize>::deserialize(d).map(Arc::from)
+    }
 }
 
 /// Writes heartbeats.
@@ -45,9 +73,11 @@ pub struct HeartbeatWriterActor {
     log: Logger,
     batch_size: usize,
     flush_delay: Duration,
-    buffer: VecDeque<PendingHeartbeat>,
+    spool: Spool<PendingHeartbeat>,
     /// Rows of the batch being written; zero when no write is under way.
     writing: usize,
+    /// Rows dropped because the spool was full, since start.
+    dropped_total: u64,
     flush_timer: Option<SpawnHandle>,
     backoff: Duration,
     /// Callers of [`Flush`] waiting for the buffer to empty.
@@ -56,16 +86,24 @@ pub struct HeartbeatWriterActor {
 }
 
 impl HeartbeatWriterActor {
-    /// A writer using `pool`, writing at most `batch_size` rows per statement and waiting at
-    /// most `flush_delay` before writing a partial batch.
-    pub fn new(pool: Pool, batch_size: usize, flush_delay: Duration, log: Logger) -> Self {
+    /// A writer using `pool`, queueing rows in `spool` (rows an earlier run left in it are
+    /// written first), writing at most `batch_size` rows per statement and waiting at most
+    /// `flush_delay` before writing a partial batch.
+    pub fn new(
+        pool: Pool,
+        spool: Spool<PendingHeartbeat>,
+        batch_size: usize,
+        flush_delay: Duration,
+        log: Logger,
+    ) -> Self {
         Self {
             pool,
             log,
             batch_size: batch_size.max(1),
             flush_delay,
-            buffer: VecDeque::new(),
+            spool,
             writing: 0,
+            dropped_total: 0,
             flush_timer: None,
             backoff: MIN_BACKOFF,
             flush_waiters: Vec::new(),
@@ -93,7 +131,16 @@ impl HeartbeatWriterActor {
         if self.writing > 0 {
             return;
         }
-        if self.buffer.is_empty() {
+        let batch = match self.spool.take(self.batch_size) {
+            Ok(batch) => batch,
+            Err(e) => {
+                // The next segment could not be read back; try again later.
+                error!(self.log, "spool read failed"; "error" => %e);
+                self.schedule_flush(MAX_BACKOFF, ctx);
+                return;
+            }
+        };
+        if batch.is_empty() {
             for waiter in self.flush_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -103,11 +150,9 @@ impl HeartbeatWriterActor {
             ctx.cancel_future(timer);
         }
 
-        let take = self.buffer.len().min(self.batch_size);
-        let batch: Vec<PendingHeartbeat> = self.buffer.drain(..take).collect();
         self.writing = batch.len();
         let pool = self.pool.clone();
-        let rows: Vec<NewHeartbeat> = batch.iter().map(|p| p.row.clone()).collect();
+        let rows: Vec<NewHeartbeat> = batch.iter().map(|p| p.item.row.clone()).collect();
         let write =
             async move { tokio::time::timeout(WRITE_TIMEOUT, write_batch(&pool, &rows)).await };
 
@@ -122,7 +167,7 @@ impl HeartbeatWriterActor {
     /// retry of the unwritten rows after a backoff.
     fn finish_write(
         &mut self,
-        mut batch: Vec<PendingHeartbeat>,
+        mut batch: Vec<Spooled<PendingHeartbeat>>,
         outcome: Result<WriteReport, DbError>,
         ctx: &mut Context<Self>,
     ) {
@@ -141,13 +186,14 @@ impl HeartbeatWriterActor {
         let attempted = stored + report.rejected.len() + unwritten.len();
         self.metrics
             .record_write(attempted, stored, report.rejected.len(), failure.is_some());
-        self.metrics
-            .record_writer_queue(self.buffer.len() + unwritten.len());
         for day in report.created {
             info!(self.log, "partition created"; "partition" => heartbeats::partition_name(day));
         }
+        if report.skipped > 0 {
+            info!(self.log, "heartbeats already stored; skipped"; "rows" => report.skipped);
+        }
         let mut rejected = report.rejected.into_iter().peekable();
-        for (index, p) in batch.iter().enumerate() {
+        for (index, p) in batch.iter().map(|s| &s.item).enumerate() {
             if let Some((_, reason)) = rejected.next_if(|(i, _)| *i == index) {
                 error!(self.log, "Failed to save heartbeat"; "error" => reason,
                     "dropped" => true, "monitor_id" => p.row.monitor_id,
@@ -159,6 +205,12 @@ impl HeartbeatWriterActor {
                 "monitor_id" => p.row.monitor_id, "status" => p.row.status.as_deref());
         }
 
+        if let Err(e) = self.spool.ack(batch) {
+            // The rows are stored; a segment left behind is replayed and skipped next start.
+            warn!(self.log, "spool cleanup failed"; "error" => %e);
+        }
+        self.metrics.record_writer_queue(self.spool.len());
+
         let Some(e) = failure else {
             self.backoff = MIN_BACKOFF;
             self.flush(ctx);
@@ -167,12 +219,27 @@ impl HeartbeatWriterActor {
         let retry_in = self.backoff;
         warn!(self.log, "Failed to save heartbeat"; "error" => %e, "rows" => unwritten.len(),
             "retry_in_ms" => retry_in.as_millis() as u64);
-        // Back at the head, in their original order.
-        for p in unwritten.into_iter().rev() {
-            self.buffer.push_front(p);
-        }
+        self.spool.requeue(unwritten);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         self.schedule_flush(retry_in, ctx);
+    }
+
+    /// Logs and counts each row the spool dropped to stay within its bound.
+    fn log_dropped(&mut self, dropped: Dropped<PendingHeartbeat>) {
+        if dropped.count() == 0 {
+            return;
+        }
+        for p in &dropped.items {
+            self.dropped_total += 1;
+            warn!(self.log, "spool full: oldest heartbeat dropped";
+                "monitor_id" => p.row.monitor_id, "dropped_total" => self.dropped_total,
+                "scheduled_at" => p.row.scheduled_at.map(|t| t.to_string()));
+        }
+        if dropped.unread > 0 {
+            self.dropped_total += dropped.unread as u64;
+            warn!(self.log, "spool full: oldest heartbeat dropped"; "rows" => dropped.unread,
+                "dropped_total" => self.dropped_total);
+        }
     }
 
     fn ensure_upcoming_partitions(&mut self, ctx: &mut Context<Self>) {
@@ -215,6 +282,8 @@ impl HeartbeatWriterActor {
 struct WriteReport {
     /// Days whose partitions were created.
     created: Vec<NaiveDate>,
+    /// Rows already stored (by an earlier attempt or run), skipped.
+    skipped: usize,
     /// Rows PostgreSQL rejected for their content, by index in the batch, with the reason.
     rejected: Vec<(usize, String)>,
     /// When a row-by-row write was interrupted: the index of the first row not yet written,
@@ -238,10 +307,14 @@ async fn write_batch(pool: &Pool, rows: &[NewHeartbeat]) -> Result<WriteReport, 
         outcome = heartbeats::insert_batch(&mut conn, rows).await;
     }
     match outcome {
-        Ok(_) => Ok(report),
+        Ok(inserted) => {
+            report.skipped = rows.len().saturating_sub(inserted);
+            Ok(report)
+        }
         Err(e) if e.is_row_rejected() => {
             for (index, row) in rows.iter().enumerate() {
                 match heartbeats::insert_batch(&mut conn, std::slice::from_ref(row)).await {
+                    Ok(0) => report.skipped += 1,
                     Ok(_) => {}
                     Err(e) if e.is_row_rejected() => report.rejected.push((index, e.to_string())),
                     Err(e) => {
@@ -261,19 +334,22 @@ impl Actor for HeartbeatWriterActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         info!(self.log, "heartbeat writer started"; "batch_size" => self.batch_size,
-            "flush_delay_ms" => self.flush_delay.as_millis() as u64);
+            "flush_delay_ms" => self.flush_delay.as_millis() as u64,
+            "spooled" => self.spool.len());
         self.ensure_upcoming_partitions(ctx);
+        // Rows an earlier run left in the spool.
+        self.flush(ctx);
         ctx.run_interval(PARTITION_CHECK_INTERVAL, |act, ctx| {
             act.ensure_upcoming_partitions(ctx)
         });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        if self.buffer.is_empty() {
+        if self.spool.is_empty() {
             info!(self.log, "heartbeat writer stopped");
         } else {
-            error!(self.log, "heartbeat writer stopped with unwritten heartbeats";
-                "rows" => self.buffer.len());
+            warn!(self.log, "heartbeat writer stopped with unwritten heartbeats; kept in spool";
+                "rows" => self.spool.len());
         }
     }
 }
@@ -287,10 +363,17 @@ impl Handler<RecordHeartbeat> for HeartbeatWriterActor {
     type Result = ();
 
     fn handle(&mut self, msg: RecordHeartbeat, ctx: &mut Self::Context) {
-        self.buffer.push_back(msg.0);
-        self.metrics
-            .record_writer_queue(self.buffer.len() + self.writing);
-        if self.buffer.len() >= self.batch_size {
+        let monitor_id = msg.0.row.monitor_id;
+        let (dropped, written) = self.spool.push(msg.0);
+        match written {
+            Ok(()) => debug!(self.log, "heartbeat spooled"; "monitor_id" => monitor_id,
+                "spooled" => self.spool.len()),
+            Err(e) => error!(self.log, "spool write failed; heartbeat kept in memory only";
+                "error" => %e, "monitor_id" => monitor_id),
+        }
+        self.log_dropped(dropped);
+        self.metrics.record_writer_queue(self.spool.len());
+        if self.spool.waiting() >= self.batch_size {
             self.flush(ctx);
         } else {
             self.schedule_flush(self.flush_delay, ctx);
@@ -326,6 +409,6 @@ impl Handler<PendingCount> for HeartbeatWriterActor {
     type Result = usize;
 
     fn handle(&mut self, _msg: PendingCount, _ctx: &mut Self::Context) -> usize {
-        self.buffer.len() + self.writing
+        self.spool.len()
     }
 }

@@ -1,10 +1,22 @@
-//! Reads the configuration tables: datacenters, agents and the monitors of a datacenter.
+//! Reads the configuration tables: datacenters, agents and the monitors of a datacenter; and
+//! listens for their changes.
+
+use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures_util::StreamExt;
 
 use super::schema::{agents, api_monitors, datacenter_monitors, datacenters, schedules};
-use super::DbError;
+use super::{DbError, DbTarget};
+
+/// The channel on which triggers of `api_monitors`, `schedules`, `datacenter_monitors` and
+/// `datacenters` notify every committed change (payload: the table's name).
+pub const CONFIG_CHANNEL: &str = "uptimeo_config";
+
+/// How long a listening connection may stay silent before it is pinged, so that a connection
+/// that died without a FIN is noticed.
+pub const LISTEN_PING_INTERVAL: Duration = Duration::from_secs(15);
 
 /// One `api_monitors` row as stored.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, serde::Serialize)]
@@ -89,4 +101,43 @@ pub async fn monitors_of_datacenter(
         .order(api_monitors::id)
         .load(conn)
         .await?)
+}
+
+/// A connection of its own, LISTENing on [`CONFIG_CHANNEL`].
+pub struct ConfigListener {
+    conn: AsyncPgConnection,
+}
+
+impl ConfigListener {
+    /// Opens the connection and starts listening.
+    pub async fn start(target: &DbTarget) -> Result<Self, DbError> {
+        let mut conn = target.connect().await?;
+        diesel::sql_query(format!("LISTEN {CONFIG_CHANNEL}"))
+            .execute(&mut conn)
+            .await?;
+        Ok(Self { conn })
+    }
+
+    /// Waits for the next notification and returns the name of the table that changed. The
+    /// connection is pinged after [`LISTEN_PING_INTERVAL`] of silence; an error means it is
+    /// lost and a new listener is needed.
+    pub async fn next_change(&mut self) -> Result<String, DbError> {
+        loop {
+            let next = {
+                let mut notifications = std::pin::pin!(self.conn.notifications_stream());
+                tokio::time::timeout(LISTEN_PING_INTERVAL, notifications.next()).await
+            };
+            match next {
+                Ok(Some(Ok(notification))) => return Ok(notification.payload),
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(None) => return Err(DbError::Closed),
+                Err(_silence) => {
+                    let ping = diesel::sql_query("SELECT 1").execute(&mut self.conn);
+                    tokio::time::timeout(LISTEN_PING_INTERVAL, ping)
+                        .await
+                        .map_err(|_| DbError::Timeout(LISTEN_PING_INTERVAL))??;
+                }
+            }
+        }
+    }
 }

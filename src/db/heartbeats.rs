@@ -9,7 +9,7 @@ use super::schema::api_heartbeats;
 use super::DbError;
 
 /// One row of `api_heartbeats`, ready to insert.
-#[derive(Debug, Clone, PartialEq, Insertable, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Insertable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = api_heartbeats)]
 pub struct NewHeartbeat {
     pub monitor_id: Option<i32>,
@@ -40,13 +40,23 @@ pub struct NewHeartbeat {
     pub scheduled_at: Option<NaiveDateTime>,
 }
 
-/// Inserts the rows with one multi-row INSERT. Either all are stored or none.
+/// Inserts the rows with one multi-row INSERT, skipping each row already stored: a row is
+/// identified by `(monitor_id, scheduled_at, executed_at)` (the unique index
+/// `api_heartbeats_check_key`), so writing a row twice (a replayed spool, a retry after a lost
+/// commit acknowledgement) stores it once. Either all new rows are stored or none. Returns how
+/// many were new.
 pub async fn insert_batch(
     conn: &mut AsyncPgConnection,
     rows: &[NewHeartbeat],
 ) -> Result<usize, DbError> {
     Ok(diesel::insert_into(api_heartbeats::table)
         .values(rows)
+        .on_conflict((
+            api_heartbeats::monitor_id,
+            api_heartbeats::scheduled_at,
+            api_heartbeats::executed_at,
+        ))
+        .do_nothing()
         .execute(conn)
         .await?)
 }

@@ -7,6 +7,7 @@
 //! - [`lease`]: the datacenter lease (holder, epoch, expiry by the database clock).
 //! - [`retention`]: dropping whole daily partitions older than the retention period.
 //! - [`sample`]: the sample configuration of the README.
+//! - [`tls`]: TLS to PostgreSQL with libpq's `sslmode` and `sslrootcert`.
 
 pub mod config;
 pub mod heartbeats;
@@ -15,6 +16,7 @@ pub mod migrations;
 pub mod retention;
 pub mod sample;
 pub mod schema;
+pub mod tls;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub type Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
 #[derive(Clone)]
 pub struct DbTarget {
     config: Arc<tokio_postgres::Config>,
+    tls: tls::RustlsConnect,
+    tls_mode: tls::SslMode,
 }
 
 /// Errors of the database layer.
@@ -56,6 +60,9 @@ pub enum DbError {
     /// A statement did not finish in time.
     #[error("query timed out after {0:?}")]
     Timeout(Duration),
+    /// The server closed the connection.
+    #[error("connection closed by the server")]
+    Closed,
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),
@@ -98,9 +105,11 @@ impl DbError {
 }
 
 impl DbTarget {
-    /// Parses a libpq-style URL or key=value connection string.
+    /// Parses a libpq-style URL or key=value connection string, with its TLS settings (see
+    /// [`tls`]); reads the `sslrootcert` file.
     pub fn parse(conn_string: &str) -> Result<Self, DbError> {
-        let mut config = tokio_postgres::Config::from_str(conn_string)
+        let (tls_settings, conn_string) = tls::TlsSettings::extract(conn_string)?;
+        let mut config = tokio_postgres::Config::from_str(&conn_string)
             .map_err(|e| DbError::InvalidConnString(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
@@ -110,7 +119,14 @@ impl DbTarget {
         }
         Ok(Self {
             config: Arc::new(config),
+            tls: tls_settings.connector()?,
+            tls_mode: tls_settings.mode,
         })
+    }
+
+    /// The `sslmode` in force.
+    pub fn ssl_mode(&self) -> tls::SslMode {
+        self.tls_mode
     }
 
     /// The database name, if the connection string gives one.
@@ -124,12 +140,14 @@ impl DbTarget {
         config.dbname(dbname);
         Self {
             config: Arc::new(config),
+            tls: self.tls.clone(),
+            tls_mode: self.tls_mode,
         }
     }
 
     /// Opens one connection outside any pool.
     pub async fn connect(&self) -> Result<AsyncPgConnection, DbError> {
-        connect_with(&self.config)
+        connect_with(&self.config, &self.tls)
             .await
             .map_err(|e| DbError::Connect {
                 target: self.to_string(),
@@ -139,10 +157,10 @@ impl DbTarget {
 
     /// Builds a pool of at most `size` connections; connections are opened on demand.
     pub fn pool(&self, size: u32) -> Pool {
-        let config = self.config.clone();
+        let (config, tls) = (self.config.clone(), self.tls.clone());
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
         manager_config.custom_setup =
-            Box::new(move |_url| connect_with_owned(config.clone()).boxed());
+            Box::new(move |_url| connect_with_owned(config.clone(), tls.clone()).boxed());
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
             "configured-separately",
             manager_config,
@@ -172,19 +190,19 @@ impl std::fmt::Display for DbTarget {
 
 async fn connect_with_owned(
     config: Arc<tokio_postgres::Config>,
+    tls: tls::RustlsConnect,
 ) -> Result<AsyncPgConnection, ConnectionError> {
-    connect_with(&config).await
+    connect_with(&config, &tls).await
 }
 
 async fn connect_with(
     config: &tokio_postgres::Config,
+    tls: &tls::RustlsConnect,
 ) -> Result<AsyncPgConnection, ConnectionError> {
-    // TODO: sslmode require/verify-* need a rustls connector; until then the connection is
-    // made without TLS (see README, limitations).
     let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+        .connect(tls.clone())
         .await
-        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        .map_err(|e| ConnectionError::BadConnection(with_sources(&e)))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }
 
@@ -193,6 +211,19 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), DbError> {
     use diesel_async::RunQueryDsl;
     diesel::sql_query("SELECT 1").execute(conn).await?;
     Ok(())
+}
+
+/// An error and its sources, joined by `: ` (tokio-postgres puts the server's message and the
+/// TLS failure in the source).
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Takes a connection from the pool, mapping pool errors to [`DbError::Pool`].

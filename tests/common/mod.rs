@@ -333,6 +333,8 @@ pub fn refused_port() -> u16 {
 pub struct AgentProcess {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The spool directory made for this process by [`AgentProcess::run`], removed on drop.
+    spool: Option<tempfile::TempDir>,
 }
 
 impl AgentProcess {
@@ -371,11 +373,18 @@ impl AgentProcess {
                 }
             });
         }
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            spool: None,
+        }
     }
 
     /// Starts `run` for datacenter 1 against `db_url` with fast test settings, plus `extra`.
+    /// Unless `extra` names a `SPOOL_DIR`, the process gets a new one of its own.
     pub fn run(db_url: &str, agent_id: i32, extra: &[(&str, String)]) -> Self {
+        let spool = (!extra.iter().any(|(k, _)| *k == "SPOOL_DIR"))
+            .then(|| tempfile::tempdir().expect("spool dir"));
         let mut env = vec![
             ("DB_CONN_STRING", db_url.to_string()),
             ("DATACENTER_ID", "1".to_string()),
@@ -386,11 +395,16 @@ impl AgentProcess {
             ("STANDBY_RETRY_INTERVAL", "0.5".to_string()),
             ("LOG_LEVEL", "debug".to_string()),
         ];
+        if let Some(dir) = &spool {
+            env.push(("SPOOL_DIR", dir.path().display().to_string()));
+        }
         for (k, v) in extra {
             env.retain(|(key, _)| key != k);
             env.push((k, v.clone()));
         }
-        Self::start(&["run"], &env)
+        let mut process = Self::start(&["run"], &env);
+        process.spool = spool;
+        process
     }
 
     /// Every line so far.
@@ -451,4 +465,278 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults: a TCP proxy in front of PostgreSQL that the test can cut.
+
+/// The `host:port` of a postgres URL.
+pub fn url_host_port(url: &str) -> String {
+    let after_at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
+    let after_at = after_at.trim_start_matches("postgres://");
+    after_at.split('/').next().unwrap_or(after_at).to_string()
+}
+
+/// The same URL through another `host:port`.
+pub fn url_via(url: &str, host_port: &str) -> String {
+    url.replacen(&url_host_port(url), host_port, 1)
+}
+
+/// A loopback TCP proxy. While cut, it closes every open connection and closes new ones as
+/// soon as they are accepted, as a server that went away would.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// A proxy to `target` (`host:port`), forwarding until cut.
+    pub async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (is_cut, open) = (cut.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if is_cut.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let target = target.clone();
+                let forward = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                open.lock().expect("connections").push(forward);
+            }
+        });
+        Self {
+            addr,
+            cut,
+            connections,
+            task,
+        }
+    }
+
+    /// `url` (a postgres URL) through this proxy.
+    pub fn url(&self, url: &str) -> String {
+        url_via(url, &self.addr.to_string())
+    }
+
+    /// Closes every connection and refuses new ones until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for connection in self.connections.lock().expect("connections").drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throwaway PostgreSQL clusters, for tests that need a server of their own (TLS, restarts).
+
+/// A PostgreSQL cluster of its own on a free port of 127.0.0.1 and 127.0.0.2, in a temporary
+/// directory; stopped (immediately) and removed when dropped. Run as user `postgres` when the
+/// tests run as root.
+pub struct PgCluster {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PgCluster {
+    /// A cluster with TLS on, serving `pki`'s certificate, that refuses TCP connections
+    /// without TLS.
+    pub fn start_tls(pki: &TestPki) -> Self {
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let data = dir.path().join("data");
+        pg_command(
+            "initdb",
+            &["-D", path_str(&data), "-U", "postgres", "-A", "trust"],
+            &dir,
+        );
+
+        let chain: String = pki
+            .server_chain
+            .iter()
+            .map(|c| pem("CERTIFICATE", c))
+            .collect();
+        std::fs::write(data.join("server.crt"), chain).expect("server.crt");
+        std::fs::write(
+            data.join("server.key"),
+            pem("PRIVATE KEY", &pki.server_key_der),
+        )
+        .expect("server.key");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.0/8 trust\n\
+             hostnossl all all 127.0.0.0/8 reject\n",
+        )
+        .expect("pg_hba.conf");
+        own_by_postgres(dir.path());
+        Command::new("chmod")
+            .args(["600", path_str(&data.join("server.key"))])
+            .status()
+            .expect("chmod");
+
+        let cluster = Self {
+            port: refused_port(),
+            dir,
+        };
+        cluster.start();
+        cluster
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1,127.0.0.2 -c ssl=on -c max_connections=40",
+            self.port,
+            path_str(self.dir.path())
+        );
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        pg_command(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data),
+                "-o",
+                &options,
+                "-l",
+                path_str(&log),
+                "-w",
+                "start",
+            ],
+            &self.dir,
+        );
+    }
+
+    /// Stops the server at once (no shutdown checkpoint, connections cut).
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        pg_command(
+            "pg_ctl",
+            &["-D", path_str(&data), "-m", "immediate", "-w", "stop"],
+            &self.dir,
+        );
+    }
+
+    /// A URL to database `postgres` through `host`, with `params` as its query string.
+    pub fn url(&self, host: &str, params: &str) -> String {
+        format!("postgres://postgres@{host}:{}/postgres?{params}", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = pg_status(
+            "pg_ctl",
+            &["-D", path_str(&data), "-m", "immediate", "stop"],
+        );
+    }
+}
+
+fn path_str(path: &std::path::Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// The newest installed PostgreSQL's `bin` directory.
+fn pg_bin() -> std::path::PathBuf {
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL installed under /usr/lib/postgresql")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|v| v.parse().ok()))
+        .collect();
+    versions.sort_unstable();
+    let newest = versions.last().expect("a PostgreSQL version");
+    std::path::PathBuf::from(format!("/usr/lib/postgresql/{newest}/bin"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+fn pg_status(tool: &str, args: &[&str]) -> std::io::Result<ExitStatus> {
+    let program = pg_bin().join(tool);
+    let mut command = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+}
+
+fn pg_command(tool: &str, args: &[&str], dir: &tempfile::TempDir) {
+    own_by_postgres(dir.path());
+    let status = pg_status(tool, args).expect(tool);
+    assert!(status.success(), "{tool} {args:?} failed: {status:?}");
+}
+
+fn own_by_postgres(path: &std::path::Path) {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres", path_str(path)])
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
+}
+
+/// PEM armour of DER bytes.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut encoded = String::new();
+    for chunk in der.chunks(3) {
+        let bytes = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                encoded.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
