@@ -11,7 +11,8 @@
 #   BENCH_KEEP=1     keep the work directory (logs, metrics) and print where it is
 #
 # What is measured, all over the slots scheduled inside the window [t0, t1):
-#   slots run     distinct (monitor, scheduled_at) rows / (monitors * window / interval)
+#   slots run     distinct (monitor, scheduled_at) rows / (monitors * window / interval), the
+#                 window being exactly [t0, t0 + SECONDS) so that each monitor has SECONDS/10 slots
 #   lateness      executed_at - scheduled_at (the check's start against its slot)
 #   write delay   when the row reached PostgreSQL (a bench-only column defaulting to
 #                 clock_timestamp(), added to this database only) - (executed_at + response_time)
@@ -36,8 +37,10 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --quiet --bin uptimeo-agent --example bench_target
-AGENT_BIN="$TARGET_DIR/release/uptimeo-agent"
-TARGET_BIN="$TARGET_DIR/release/examples/bench_target"
+# Copies, so that another build in a shared target directory cannot swap them mid-run.
+cp "$TARGET_DIR/release/uptimeo-agent" "$TARGET_DIR/release/examples/bench_target" "$WORK/"
+AGENT_BIN="$WORK/uptimeo-agent"
+TARGET_BIN="$WORK/bench_target"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 now() { date +%s.%N; }
@@ -93,7 +96,7 @@ wait "$AGENT_PID" || true
 HZ=$(getconf CLK_TCK)
 psql -q -A -t -F ' ' "$DB_URL" > "$WORK/figures" <<SQL
 WITH w AS (SELECT to_timestamp($T0) AT TIME ZONE 'utc' AS t0,
-                  to_timestamp($T1) AT TIME ZONE 'utc' AS t1),
+                  to_timestamp($T0 + $WINDOW) AT TIME ZONE 'utc' AS t1),
 r AS (SELECT h.*, extract(epoch FROM h.executed_at - h.scheduled_at) * 1000 AS late_ms,
              extract(epoch FROM h.bench_stored_at - h.executed_at) * 1000
                - coalesce(h.response_time_ms, 0) AS delay_ms

@@ -23,6 +23,13 @@
 //!                                      +----------------------+  batched INSERTs, daily
 //!                                      | HeartbeatWriterActor |  partitions (db::heartbeats)
 //!                                      +----------------------+
+//!   +----------------+  with RETENTION_DAYS: drops expired daily partitions, each drop
+//!   | RetentionActor |  guarded in its transaction by this process holding the lease
+//!   +----------------+  (db::retention)
+//!
+//!   Every actor records into one metrics::Metrics, which the health port serves
+//!   (/metrics) and reads for /readyz (lease role).
+//!
 //!   shutdown (SIGTERM/SIGINT): Shutdown -> supervisor (stop monitors, release lease),
 //!                              then Flush -> writer (store what it holds)
 //! ```
