@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use uptimeo_agent::heartbeat::ErrorKind;
 use uptimeo_agent::monitor::http::HttpProbe;
-use uptimeo_agent::monitor::{MonitorSpec, ProbeConfig, Schedule};
+use uptimeo_agent::monitor::{HttpOptions, MonitorSpec, ProbeConfig, Schedule};
 
 fn spec(url: &str, timeout: Duration) -> MonitorSpec {
     MonitorSpec {
@@ -27,6 +27,7 @@ fn spec(url: &str, timeout: Duration) -> MonitorSpec {
             critical_ms: Some(2000),
         },
         timeout,
+        http: HttpOptions::default(),
     }
 }
 

@@ -17,6 +17,8 @@ use crate::heartbeat::CheckResult;
 
 /// Longest accepted schedule interval.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+/// Redirects an HTTP check follows unless told otherwise.
+pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 
 /// A schedule as the agent uses it.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +46,29 @@ pub struct MonitorSpec {
     pub schedule: Schedule,
     /// How long one check may take; the schedule's interval.
     pub timeout: Duration,
+    /// How HTTP checks treat redirects and certificates.
+    pub http: HttpOptions,
+}
+
+/// Options of HTTP checks. Monitor rows cannot set them yet, so every monitor the agent runs
+/// uses the defaults; the `check` subcommand sets them from its flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Most redirects followed, each on a fresh connection; 0 makes a redirect answer final
+    /// (and, not being 2xx, a failure).
+    pub max_redirects: u32,
+    /// Verify the server's certificate chain and name (true unless asked otherwise; the
+    /// certificate is still recorded when false).
+    pub verify_tls: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            verify_tls: true,
+        }
+    }
 }
 
 /// Why a monitor row cannot run.
@@ -131,6 +156,7 @@ impl ProbeSet {
             body: row.body.clone().filter(|b| !b.is_null()),
             timeout: schedule.interval,
             schedule,
+            http: HttpOptions::default(),
         };
         probe.validate(&spec).map_err(invalid)?;
         Ok(spec)
