@@ -387,20 +387,27 @@ where
 }
 
 /// Polls the connection alongside the exchange (no task is spawned for it), until the exchange
-/// ends; the connection is then dropped, which closes it.
-async fn drive<F, C>(exchange: F, conn: C) -> F::Output
+/// ends; the connection is then dropped, which closes it. When the exchange failed because
+/// the connection did, the connection's own error (the real cause) is reported instead.
+async fn drive<F, T, C>(exchange: F, conn: C) -> Result<T, CheckFailure>
 where
-    F: Future,
-    C: Future,
+    F: Future<Output = Result<T, CheckFailure>>,
+    C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(exchange);
     tokio::pin!(conn);
-    let mut conn_done = false;
-    loop {
+    let mut conn_outcome = None;
+    let outcome = loop {
         tokio::select! {
-            out = &mut exchange => return out,
-            _ = &mut conn, if !conn_done => conn_done = true,
+            out = &mut exchange => break out,
+            done = &mut conn, if conn_outcome.is_none() => conn_outcome = Some(done),
         }
+    };
+    match (outcome, conn_outcome) {
+        (Err(failure), Some(Err(cause))) if failure.kind == ErrorKind::Http => {
+            Err(http_failure(cause))
+        }
+        (outcome, _) => outcome,
     }
 }
 

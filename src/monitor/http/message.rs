@@ -11,7 +11,7 @@ use hyper::body::Body as _;
 use serde_json::{Map, Value};
 
 use super::redirect::{is_redirect, Hop};
-use super::{Measurement, BODY_READ_CAP, BODY_STORE_CAP};
+use super::{Measurement, BODY_READ_CAP, BODY_STORE_CAP, MAX_HEAD_BYTES};
 use crate::heartbeat::{CheckFailure, ErrorKind};
 use crate::monitor::{masked_header_value, MonitorSpec};
 
@@ -94,6 +94,7 @@ pub(super) async fn read_response(
 ) -> Result<HopOutcome, CheckFailure> {
     let response = response.map_err(http_failure)?;
     m.result.timings.first_byte = Some(m.start.elapsed());
+    check_head_size(&response)?;
     m.phase = "reading the body";
 
     let headers = response.headers();
@@ -133,13 +134,17 @@ pub(super) async fn read_response(
         let Some(data) = frame.data_ref() else {
             continue;
         };
+        // Bytes past the cap are dropped unseen, even within the frame that crosses it.
+        let room = usize::try_from(BODY_READ_CAP - size).unwrap_or(usize::MAX);
+        let cut = data.len() > room;
+        let data = &data[..data.len().min(room)];
         size += data.len() as u64;
         if keep_body && kept.len() < BODY_STORE_CAP {
             let room = BODY_STORE_CAP - kept.len();
             kept.extend_from_slice(&data[..data.len().min(room)]);
         }
         if size >= BODY_READ_CAP {
-            m.result.details.body_truncated = !body.is_end_stream();
+            m.result.details.body_truncated = cut || !body.is_end_stream();
             break;
         }
     }
@@ -149,6 +154,28 @@ pub(super) async fn read_response(
         m.result.body = Some(body_json(&kept));
     }
     Ok(HopOutcome::Final)
+}
+
+/// Fails a response whose head (status line and headers, counted as on the wire) is over
+/// [`MAX_HEAD_BYTES`]. hyper bounds its buffer near that size but may accept a head somewhat
+/// larger when it arrives in big reads, so the limit is enforced here exactly.
+fn check_head_size<B>(response: &hyper::Response<B>) -> Result<(), CheckFailure> {
+    const STATUS_LINE: usize = "HTTP/1.1 200 \r\n\r\n".len();
+    let size = STATUS_LINE
+        + response
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+            .sum::<usize>();
+    if size > MAX_HEAD_BYTES {
+        return Err(CheckFailure::new(
+            ErrorKind::Http,
+            format!(
+                "response head too large: {size} bytes, more than the limit of {MAX_HEAD_BYTES}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn version_name(version: Version) -> String {
@@ -189,12 +216,21 @@ fn headers_json(headers: &http::HeaderMap, mask: bool) -> Value {
     Value::Object(map)
 }
 
-/// A failed HTTP exchange, with hyper's reason.
+/// A failed HTTP exchange: what it means for the target in words, then hyper's reason.
 pub(super) fn http_failure(e: hyper::Error) -> CheckFailure {
-    CheckFailure::new(
-        ErrorKind::Http,
-        format!("HTTP exchange failed: {}", chain(&e)),
-    )
+    let cause = chain(&e);
+    let meaning = if e.is_parse_too_large() {
+        "the response head is too large"
+    } else if e.is_parse() || e.is_parse_status() {
+        "the answer is not valid HTTP"
+    } else if e.is_incomplete_message() {
+        "the server closed the connection without a complete response"
+    } else if cause.contains("unexpected message") {
+        "the server sent data before any request (not an HTTP server?)"
+    } else {
+        "HTTP exchange failed"
+    };
+    CheckFailure::new(ErrorKind::Http, format!("{meaning}: {cause}"))
 }
 
 /// An error with its sources, "outer: inner: innermost".
