@@ -36,9 +36,12 @@
 //! - [`heartbeat`]: what a check measured and how it becomes a row.
 //! - [`schedule`]: slot arithmetic.
 //! - [`settings`], [`logging`], [`health`], [`agent`]: the process around the actors.
+//! - [`check`]: the `check` subcommand, one probe run printed for a person (no actors, no
+//!   database).
 
 pub mod actors;
 pub mod agent;
+pub mod check;
 pub mod db;
 pub mod health;
 pub mod heartbeat;

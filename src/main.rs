@@ -3,13 +3,13 @@
 //! Environment variables read (each also a flag): `DB_CONN_STRING`, `DATACENTER_ID`,
 //! `AGENT_ID`, `CONFIG_RELOAD_INTERVAL`, `HEALTH_PORT`, `LOG_LEVEL`, `LEASE_TTL`,
 //! `STANDBY_RETRY_INTERVAL`, `WRITE_BATCH_SIZE`, `WRITE_FLUSH_DELAY_MS`; and `SSL_CERT_FILE`,
-//! which replaces the system's CA bundle for HTTPS checks.
+//! which replaces the system's CA bundle for HTTPS checks (`run` and `check` alike).
 
 use std::process::ExitCode;
 
 use slog::error;
 use uptimeo_agent::settings::{Cli, Command};
-use uptimeo_agent::{agent, logging};
+use uptimeo_agent::{agent, check, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_with_default();
@@ -17,6 +17,8 @@ fn main() -> ExitCode {
     let outcome = match &cli.command {
         Command::Run(args) => agent::run(args, &log),
         Command::Migrate(args) => agent::migrate(args, &log),
+        // Output for a person (or one JSON row); nothing is logged.
+        Command::Check(args) => return check::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
