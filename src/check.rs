@@ -42,7 +42,11 @@ fn try_run(args: &CheckArgs) -> Result<bool, String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let result = runtime.block_on(async {
-        let probe = HttpProbe::new(&ProbeConfig::default()).map_err(|e| e.to_string())?;
+        let config = ProbeConfig {
+            dns_server: args.dns_server,
+            ..ProbeConfig::default()
+        };
+        let probe = HttpProbe::new(&config).map_err(|e| e.to_string())?;
         probe.validate(&spec)?;
         Ok::<_, String>(probe.run(&spec).await)
     })?;

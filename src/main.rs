@@ -2,8 +2,9 @@
 //!
 //! Environment variables read (each also a flag): `DB_CONN_STRING`, `DATACENTER_ID`,
 //! `AGENT_ID`, `CONFIG_RELOAD_INTERVAL`, `HEALTH_PORT`, `LOG_LEVEL`, `LEASE_TTL`,
-//! `STANDBY_RETRY_INTERVAL`, `WRITE_BATCH_SIZE`, `WRITE_FLUSH_DELAY_MS`; and `SSL_CERT_FILE`,
-//! which replaces the system's CA bundle for HTTPS checks (`run` and `check` alike).
+//! `STANDBY_RETRY_INTERVAL`, `WRITE_BATCH_SIZE`, `WRITE_FLUSH_DELAY_MS`, `DNS_SERVER`; and
+//! `SSL_CERT_FILE`, which replaces the system's CA bundle for HTTPS checks (`run` and `check`
+//! alike).
 
 use std::process::ExitCode;
 

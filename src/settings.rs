@@ -2,6 +2,7 @@
 //!
 //! Every setting is a flag with a matching environment variable; see `uptimeo-agent --help`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -157,6 +158,11 @@ pub struct RunArgs {
     #[arg(long, env = "WRITE_FLUSH_DELAY_MS", default_value = DEFAULT_FLUSH_DELAY_MS,
           value_parser = parse_millis)]
     pub write_flush_delay: Duration,
+
+    /// The DNS server checks resolve names with (IP or IP:port, port 53 by default), instead
+    /// of the resolvers of /etc/resolv.conf.
+    #[arg(long, env = "DNS_SERVER", value_parser = parse_dns_server)]
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// Settings of `check`.
@@ -190,6 +196,10 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_REDIRECTS)]
     pub max_redirects: u32,
 
+    /// The DNS server to resolve with (IP or IP:port), instead of /etc/resolv.conf's.
+    #[arg(long, env = "DNS_SERVER", value_parser = parse_dns_server)]
+    pub dns_server: Option<SocketAddr>,
+
     /// Print the heartbeat row the agent would store, as one line of JSON, instead of the
     /// waterfall.
     #[arg(long)]
@@ -221,6 +231,14 @@ fn parse_millis(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a whole number of milliseconds"))?;
     Ok(Duration::from_millis(ms))
+}
+
+/// `IP`, `IP:port` or `[IPv6]:port`; port 53 when absent.
+fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("`{text}` is not an IP address or IP:port"))
 }
 
 fn parse_method(text: &str) -> Result<http::Method, String> {
@@ -289,6 +307,15 @@ mod tests {
         assert_eq!(check.timeout, Duration::from_secs(10));
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: x").is_err());
+        assert_eq!(
+            parse_dns_server("127.0.0.53"),
+            Ok("127.0.0.53:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_dns_server("[::1]:5353"),
+            Ok("[::1]:5353".parse().unwrap())
+        );
+        assert!(parse_dns_server("dns.test").is_err());
     }
 
     #[test]

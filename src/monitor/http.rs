@@ -9,8 +9,8 @@
 //! Limits: at most [`BODY_READ_CAP`] body bytes are read (the rest is not downloaded, the size
 //! is recorded up to the cap and the result says the body was truncated); at most
 //! [`BODY_STORE_CAP`] are stored; a response head over [`MAX_HEAD_BYTES`] fails the check.
-//! When several addresses resolve, they are tried in order, each but the last for at most its
-//! share of the timeout, and the connect phase covers all attempts.
+//! Names resolve to both families; the addresses are tried IPv4 first, then IPv6, each but the
+//! last for at most its share of the time left, and the connect phase covers all attempts.
 
 mod message;
 mod redirect;
@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
 use http::Uri;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -53,10 +55,23 @@ pub struct HttpProbe {
 impl HttpProbe {
     /// Reads the system's resolver configuration and CA bundle.
     pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
-        let mut builder =
-            TokioResolver::builder_tokio().map_err(|e| ProbeSetupError::Resolver(e.to_string()))?;
+        let mut builder = match config.dns_server {
+            None => TokioResolver::builder_tokio()
+                .map_err(|e| ProbeSetupError::Resolver(e.to_string()))?,
+            Some(server) => {
+                let servers =
+                    NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_parts(None, Vec::new(), servers),
+                    TokioConnectionProvider::default(),
+                )
+            }
+        };
+        let options = builder.options_mut();
         // Every check resolves anew, as curl does.
-        builder.options_mut().cache_size = 0;
+        options.cache_size = 0;
+        // Both families, so that either can stand in for the other (see `connect_order`).
+        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         Ok(Self {
             resolver: builder.build(),
             tls: tls::TlsConfigs::new(config)?,
@@ -151,7 +166,7 @@ impl HttpProbe {
                         )
                     })?;
                 m.result.timings.dns = Some(t.elapsed());
-                lookup.iter().collect()
+                connect_order(lookup.iter())
             }
         };
 
@@ -297,6 +312,14 @@ impl Target {
     }
 }
 
+/// The order addresses are tried in: IPv4 first, as with the resolver's default (A records
+/// only when there are some), then IPv6, each family in the order it was answered.
+fn connect_order(addrs: impl Iterator<Item = IpAddr>) -> Vec<IpAddr> {
+    let (mut v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = addrs.partition(IpAddr::is_ipv4);
+    v4.extend(v6);
+    v4
+}
+
 /// Connects to the first address that accepts. Each address but the last may take at most an
 /// equal share of `budget`, so that one silent address (a dead AAAA) leaves time for the next;
 /// the last may use whatever remains (the check's own timeout stops it).
@@ -425,6 +448,19 @@ mod tests {
         assert_eq!((t.port, t.path_and_query()), (80, "/"));
         assert!(Target::parse("ftp://example.test/").is_err());
         assert!(Target::parse("/relative").is_err());
+    }
+
+    #[test]
+    fn ipv4_addresses_are_tried_first() {
+        let ips: Vec<IpAddr> = ["::1", "127.0.0.2", "fe80::1", "127.0.0.1"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        let order: Vec<String> = connect_order(ips.into_iter())
+            .iter()
+            .map(IpAddr::to_string)
+            .collect();
+        assert_eq!(order, ["127.0.0.2", "127.0.0.1", "::1", "fe80::1"]);
     }
 
     /// A refused first address is skipped for the next, and both attempts are reported when

@@ -95,6 +95,9 @@ pub struct ProbeConfig {
     /// Certificates trusted besides the webpki roots and the system's CA bundle
     /// (`SSL_CERT_FILE` also adds to the system bundle).
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// The one DNS server names are resolved with (UDP, TCP when truncated), instead of the
+    /// resolvers of `/etc/resolv.conf`; `/etc/hosts` is still read first.
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 /// Failure to set probes up (reading the system's resolver or CA configuration).

@@ -571,6 +571,96 @@ pub fn probe_spec(url: &str, timeout: Duration) -> uptimeo_agent::monitor::Monit
 pub fn http_probe(pki: Option<&TestPki>) -> Arc<uptimeo_agent::monitor::http::HttpProbe> {
     let config = uptimeo_agent::monitor::ProbeConfig {
         extra_roots: pki.map(|p| vec![p.ca_der.clone()]).unwrap_or_default(),
+        ..Default::default()
     };
     Arc::new(uptimeo_agent::monitor::http::HttpProbe::new(&config).expect("probe"))
+}
+
+/// A DNS server on 127.0.0.1 (UDP) that answers A and AAAA queries from a fixed table, after
+/// a delay, and counts the queries. Names not in the table get an empty answer.
+pub struct TestDns {
+    pub addr: SocketAddr,
+    pub queries: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestDns {
+    /// Serves `records` (name without trailing dot, address) after `delay`.
+    pub async fn start(records: &[(&str, &str)], delay: Duration) -> Self {
+        let socket = Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind dns"),
+        );
+        let addr = socket.local_addr().expect("addr");
+        let table: Arc<Vec<(String, std::net::IpAddr)>> = Arc::new(
+            records
+                .iter()
+                .map(|(name, ip)| (format!("{name}."), ip.parse().expect("ip")))
+                .collect(),
+        );
+        let queries = Arc::new(AtomicUsize::new(0));
+        let counter = queries.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (socket, table, packet) = (socket.clone(), table.clone(), buf[..n].to_vec());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Some(answer) = dns_answer(&packet, &table) {
+                        let _ = socket.send_to(&answer, peer).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            queries,
+            task,
+        }
+    }
+
+    /// A probe that resolves with this server.
+    pub fn probe(&self) -> Arc<uptimeo_agent::monitor::http::HttpProbe> {
+        let config = uptimeo_agent::monitor::ProbeConfig {
+            dns_server: Some(self.addr),
+            ..Default::default()
+        };
+        Arc::new(uptimeo_agent::monitor::http::HttpProbe::new(&config).expect("probe"))
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The response to a query packet: the table's records of the asked name and type.
+fn dns_answer(packet: &[u8], table: &[(String, std::net::IpAddr)]) -> Option<Vec<u8>> {
+    use hickory_resolver::proto::op::{Message, MessageType};
+    use hickory_resolver::proto::rr::{rdata, RData, Record, RecordType};
+    let query = Message::from_vec(packet).ok()?;
+    let mut response = Message::new();
+    response
+        .set_id(query.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(query.op_code())
+        .set_recursion_desired(query.recursion_desired())
+        .set_recursion_available(true)
+        .set_authoritative(true);
+    for q in query.queries() {
+        response.add_query(q.clone());
+        let name = q.name().to_ascii().to_ascii_lowercase();
+        for (_, ip) in table.iter().filter(|(n, _)| *n == name) {
+            let data = match (q.query_type(), ip) {
+                (RecordType::A, std::net::IpAddr::V4(v4)) => RData::A(rdata::A(*v4)),
+                (RecordType::AAAA, std::net::IpAddr::V6(v6)) => RData::AAAA(rdata::AAAA(*v6)),
+                _ => continue,
+            };
+            response.add_answer(Record::from_rdata(q.name().clone(), 60, data));
+        }
+    }
+    response.to_vec().ok()
 }
