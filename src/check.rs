@@ -145,6 +145,9 @@ pub fn render(result: &CheckResult, url: &str) -> String {
         let mut line = format!("HTTP {code}");
         if let Some(size) = result.size_bytes {
             let _ = write!(line, ", {size} bytes");
+            if let (Some(encoding), Some(decoded)) = (&d.content_encoding, d.decoded_bytes) {
+                let _ = write!(line, " ({encoding}, {decoded} decoded)");
+            }
             if d.body_truncated {
                 line.push_str(" (truncated: the rest was not read)");
             }

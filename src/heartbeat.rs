@@ -174,6 +174,12 @@ pub struct CheckDetails {
     pub final_url: Option<String>,
     /// True when the body was longer than the read cap and reading stopped there.
     pub body_truncated: bool,
+    /// The response's `Content-Encoding`, as sent.
+    pub content_encoding: Option<String>,
+    /// Size of the body after content decoding (gzip, deflate); `None` when not decoded.
+    pub decoded_bytes: Option<u64>,
+    /// True when decoding stopped at its cap (the body inflated past it).
+    pub decoded_truncated: bool,
 }
 
 /// What the agent adds to a check's measurements to make a row.
@@ -252,6 +258,10 @@ impl CheckResult {
             "redirects": d.redirects,
             "final_url": d.final_url,
             "body_truncated": d.body_truncated,
+            "wire_bytes": self.size_bytes,
+            "content_encoding": d.content_encoding,
+            "decoded_bytes": d.decoded_bytes,
+            "decoded_truncated": d.decoded_truncated,
         })
     }
 

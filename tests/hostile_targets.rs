@@ -290,3 +290,78 @@ async fn a_certificate_for_another_name_is_a_tls_failure() {
     assert!(message.contains("name"), "{message}");
     assert_eq!(server.hits(), 0);
 }
+
+/// A server answering 200 with `body` sent as is, labelled with `encoding`.
+async fn encoded(encoding: &'static str, body: Vec<u8>) -> ScriptedServer {
+    let body = std::sync::Arc::new(body);
+    ScriptedServer::start(move |mut stream, _| {
+        let body = body.clone();
+        async move {
+            if read_request_head(&mut stream).await.is_some() {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\n\
+                     Content-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+            }
+        }
+    })
+    .await
+}
+
+/// gzip and deflate bodies: decoded for the stored body, both sizes recorded.
+#[tokio::test]
+async fn compressed_bodies_are_decoded_and_both_sizes_recorded() {
+    use flate2::write::{GzEncoder, ZlibEncoder};
+    use flate2::Compression;
+    use std::io::Write;
+    let text = r#"{"ok":true,"padding":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#;
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    let mut zlib = ZlibEncoder::new(Vec::new(), Compression::default());
+    zlib.write_all(text.as_bytes()).unwrap();
+    for (encoding, wire) in [
+        ("gzip", gz.finish().unwrap()),
+        ("deflate", zlib.finish().unwrap()),
+    ] {
+        let wire_len = wire.len() as u64;
+        let server = encoded(encoding, wire).await;
+        let (result, _) = check(&server.url("/"), LONG).await;
+        assert!(result.success(), "{encoding}: {:?}", result.failure);
+        assert_eq!(result.size_bytes, Some(wire_len), "{encoding}");
+        assert_eq!(result.details.decoded_bytes, Some(text.len() as u64));
+        assert_eq!(result.details.content_encoding.as_deref(), Some(encoding));
+        let body = result.body.clone().expect("stored body");
+        assert_eq!(body["ok"], true, "{encoding}: {body}");
+        let details = result.details_json();
+        assert_eq!(details["wire_bytes"], wire_len);
+        assert_eq!(details["decoded_bytes"], text.len());
+    }
+}
+
+/// A body labelled gzip that is not: a body failure naming the encoding.
+#[tokio::test]
+async fn a_corrupt_gzip_body_is_a_body_failure() {
+    let server = encoded(
+        "gzip",
+        b"\x1f\x8b\x08\x00garbage that is not deflate".to_vec(),
+    )
+    .await;
+    let (result, took) = check(&server.url("/"), LONG).await;
+    let message = assert_fails_early(&result, took, ErrorKind::Body);
+    assert!(message.contains("gzip"), "{message}");
+    assert_eq!(result.status_code, Some(200));
+}
+
+/// An encoding the probe does not decode (brotli) is kept as received and said so.
+#[tokio::test]
+async fn a_brotli_body_is_kept_as_received() {
+    let server = encoded("br", vec![0x0b, 0x02, 0x80, 0x68, 0x69, 0x03]).await;
+    let (result, _) = check(&server.url("/"), LONG).await;
+    assert!(result.success(), "{:?}", result.failure);
+    assert_eq!(result.size_bytes, Some(6));
+    assert_eq!(result.details.content_encoding.as_deref(), Some("br"));
+    assert_eq!(result.details.decoded_bytes, None);
+}

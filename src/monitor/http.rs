@@ -12,6 +12,7 @@
 //! Names resolve to both families; the addresses are tried IPv4 first, then IPv6, each but the
 //! last for at most its share of the time left, and the connect phase covers all attempts.
 
+mod decode;
 mod message;
 mod redirect;
 mod tls;
@@ -45,6 +46,7 @@ pub const BODY_READ_CAP: u64 = 16 * 1024 * 1024;
 pub const BODY_STORE_CAP: usize = 64 * 1024;
 /// Largest response head (status line and headers) accepted, HTTP/1 and HTTP/2 alike.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub use decode::DECODED_CAP;
 
 /// Runs HTTP and HTTPS monitors.
 pub struct HttpProbe {

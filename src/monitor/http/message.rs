@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use serde_json::{Map, Value};
 
+use super::decode::BodyDecoder;
 use super::redirect::{is_redirect, Hop};
 use super::{Measurement, BODY_READ_CAP, BODY_STORE_CAP, MAX_HEAD_BYTES};
 use crate::heartbeat::{CheckFailure, ErrorKind};
@@ -120,6 +121,12 @@ pub(super) async fn read_response(
     }
 
     let keep_body = spec.schedule.include_response_body;
+    let encoding = text("content-encoding");
+    let keep = if keep_body { BODY_STORE_CAP } else { 0 };
+    let mut decoder = encoding
+        .as_deref()
+        .and_then(|e| BodyDecoder::for_encoding(e, keep));
+    m.result.details.content_encoding = encoding;
     let mut kept = Vec::new();
     let mut size: u64 = 0;
     let mut body = response.into_body();
@@ -139,14 +146,29 @@ pub(super) async fn read_response(
         let cut = data.len() > room;
         let data = &data[..data.len().min(room)];
         size += data.len() as u64;
-        if keep_body && kept.len() < BODY_STORE_CAP {
-            let room = BODY_STORE_CAP - kept.len();
-            kept.extend_from_slice(&data[..data.len().min(room)]);
+        match decoder.as_mut() {
+            Some(decoder) => decoder.write(data).map_err(|e| undecodable(m, size, &e))?,
+            None if kept.len() < keep => {
+                let room = keep - kept.len();
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+            }
+            None => {}
         }
         if size >= BODY_READ_CAP {
             m.result.details.body_truncated = cut || !body.is_end_stream();
             break;
         }
+    }
+
+    // A body read to its end must also end its encoding; a truncated one cannot.
+    if let Some(decoder) = decoder.as_mut() {
+        if !m.result.details.body_truncated {
+            decoder.finish().map_err(|e| undecodable(m, size, &e))?;
+        }
+        let decoded = decoder.decoded();
+        m.result.details.decoded_bytes = Some(decoded.size);
+        m.result.details.decoded_truncated = decoded.capped;
+        kept = decoded.kept.clone();
     }
     m.result.timings.total = Some(m.start.elapsed());
     m.result.size_bytes = Some(size);
@@ -176,6 +198,16 @@ fn check_head_size<B>(response: &hyper::Response<B>) -> Result<(), CheckFailure>
         ));
     }
     Ok(())
+}
+
+/// A body whose content encoding cannot be decoded (a corrupt or cut gzip stream).
+fn undecodable(m: &mut Measurement, size: u64, error: &str) -> CheckFailure {
+    m.result.size_bytes = Some(size);
+    let encoding = m.result.details.content_encoding.as_deref().unwrap_or("?");
+    CheckFailure::new(
+        ErrorKind::Body,
+        format!("the body is not valid {encoding}: {error}"),
+    )
 }
 
 fn version_name(version: Version) -> String {
