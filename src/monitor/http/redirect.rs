@@ -3,7 +3,7 @@
 
 use http::{Method, StatusCode};
 
-use super::Target;
+use super::connect::Target;
 
 /// True for the statuses whose `Location` is followed.
 pub(super) fn is_redirect(status: StatusCode) -> bool {
