@@ -365,3 +365,27 @@ async fn a_brotli_body_is_kept_as_received() {
     assert_eq!(result.details.content_encoding.as_deref(), Some("br"));
     assert_eq!(result.details.decoded_bytes, None);
 }
+
+/// An expired certificate sent after the leaf (an unneeded extra in the chain) is not the
+/// expiry reported: the leaf's is.
+#[tokio::test]
+async fn an_expired_extra_certificate_in_the_chain_is_not_the_expiry() {
+    let mut pki = TestPki::new();
+    let expired = TestPki::with_leaf(&["old.test"], true).server_chain[0].clone();
+    pki.server_chain.push(expired);
+    let server = TestServer::https(&pki).await;
+    let url = server.url("https", "localhost", "/");
+    let result = http_probe(Some(&pki)).run(&probe_spec(&url, LONG)).await;
+    assert!(result.success(), "{:?}", result.failure);
+    let days = result.cert_days_left().expect("expiry recorded");
+    assert!(days > 365, "{days} days: the expired extra was reported");
+    // Without verification (no path is built) the same leaf's expiry is reported.
+    let probe = http_probe(None);
+    let mut spec = probe_spec(&url, LONG);
+    spec.http.verify_tls = false;
+    let unverified = probe.run(&spec).await;
+    assert_eq!(
+        unverified.details.cert_not_after,
+        result.details.cert_not_after
+    );
+}
