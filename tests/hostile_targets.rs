@@ -389,3 +389,26 @@ async fn an_expired_extra_certificate_in_the_chain_is_not_the_expiry() {
         result.details.cert_not_after
     );
 }
+
+/// The connection is reset (RST, not FIN) after 10 of 1000 announced body bytes: a body
+/// failure, one connection.
+#[tokio::test]
+async fn a_reset_mid_body_is_a_body_failure() {
+    let server = ScriptedServer::start(|mut stream, _| async move {
+        if read_request_head(&mut stream).await.is_some() {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+                .await;
+            let _ = stream.flush().await;
+            // Give the head time to leave before the reset discards what is unsent.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = stream.set_zero_linger();
+        }
+    })
+    .await;
+    let (result, took) = check(&server.url("/"), LONG).await;
+    let message = assert_fails_early(&result, took, ErrorKind::Body);
+    assert!(message.contains("body"), "{message}");
+    assert_eq!(result.status_code, Some(200));
+    assert_eq!(server.connections(), 1);
+}
