@@ -16,6 +16,8 @@ const RECORDS: &[(&str, &str)] = &[
     ("multi.test", "127.0.0.2"),
     ("multi.test", "127.0.0.1"),
     ("v6only.test", "::1"),
+    ("v4dead.test", "127.0.0.2"),
+    ("v4dead.test", "::1"),
 ];
 
 /// Checks `name` (resolved to a dead address and 127.0.0.1) against a live server: up, through
@@ -44,6 +46,34 @@ async fn a_dead_aaaa_with_a_live_a_is_up() {
 #[tokio::test]
 async fn a_refusing_address_is_skipped_for_the_next() {
     assert_up_through_the_live_address("multi.test").await;
+}
+
+/// A dead A with a live AAAA: up, through the AAAA (the IPv6 loopback).
+#[tokio::test]
+async fn a_dead_a_with_a_live_aaaa_is_up_through_ipv6() {
+    let dns = TestDns::start(RECORDS, Duration::ZERO).await;
+    let listener = tokio::net::TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind ::1");
+    let addr = listener.local_addr().expect("addr");
+    let serve = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            if read_request_head(&mut stream).await.is_some() {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        }
+    });
+    let url = format!("http://v4dead.test:{}/", addr.port());
+    let result = dns
+        .probe()
+        .run(&probe_spec(&url, Duration::from_secs(5)))
+        .await;
+    serve.abort();
+    assert!(result.success(), "{:?}", result.failure);
+    assert_eq!(result.details.remote_addr, Some(addr));
 }
 
 /// Only a dead address: a connect failure naming it.
