@@ -414,3 +414,33 @@ async fn a_reset_mid_body_is_a_body_failure() {
     .await;
     assert_broken_off_body(&server).await;
 }
+
+/// https:// to a server that accepts and never answers the ClientHello: a timeout at the
+/// timeout, during the handshake.
+#[tokio::test]
+async fn a_stalled_handshake_times_out_at_the_timeout() {
+    let server = ScriptedServer::start(|stream, _| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(stream);
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}/", server.addr.port());
+    let (result, took) = check(&url, SHORT).await;
+    let message = assert_times_out(&result, took);
+    assert!(message.contains("tls handshake"), "{message}");
+    assert!(result.timings.connect.is_some() && result.timings.tls.is_none());
+    assert_eq!(server.connections(), 1);
+}
+
+/// A body trickling a byte every 100 ms, longer than the timeout: a timeout during the body,
+/// with the head's figures kept.
+#[tokio::test]
+async fn a_body_slower_than_the_timeout_times_out_reading_it() {
+    let server = trickling(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", b"x").await;
+    let (result, took) = check(&server.url("/"), SHORT).await;
+    let message = assert_times_out(&result, took);
+    assert!(message.contains("reading the body"), "{message}");
+    assert_eq!(result.status_code, Some(200));
+    let ttfb = result.timings.first_byte.expect("ttfb");
+    assert!(ttfb < SHORT && result.timings.total.expect("total") >= SHORT);
+}
