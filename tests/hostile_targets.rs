@@ -60,6 +60,15 @@ async fn trickling(first: &'static [u8], each: &'static [u8]) -> ScriptedServer 
     .await
 }
 
+/// A server that accepts and then neither reads nor writes for a minute.
+async fn silent_server() -> ScriptedServer {
+    ScriptedServer::start(|stream, _| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(stream);
+    })
+    .await
+}
+
 /// Nothing listens: a connect failure at once, no phase after connect.
 #[tokio::test]
 async fn a_refused_port_is_a_connect_failure() {
@@ -73,11 +82,7 @@ async fn a_refused_port_is_a_connect_failure() {
 /// Accepts and never answers: a timeout at the configured timeout, not before, one connection.
 #[tokio::test]
 async fn a_silent_server_times_out_at_the_timeout() {
-    let server = ScriptedServer::start(|stream, _| async move {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(stream);
-    })
-    .await;
+    let server = silent_server().await;
     let (result, took) = check(&server.url("/"), SHORT).await;
     let message = assert_times_out(&result, took);
     assert!(message.contains("waiting for the response"), "{message}");
@@ -419,11 +424,7 @@ async fn a_reset_mid_body_is_a_body_failure() {
 /// timeout, during the handshake.
 #[tokio::test]
 async fn a_stalled_handshake_times_out_at_the_timeout() {
-    let server = ScriptedServer::start(|stream, _| async move {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(stream);
-    })
-    .await;
+    let server = silent_server().await;
     let url = format!("https://127.0.0.1:{}/", server.addr.port());
     let (result, took) = check(&url, SHORT).await;
     let message = assert_times_out(&result, took);
