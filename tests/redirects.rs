@@ -10,7 +10,8 @@ use tokio::io::AsyncWriteExt;
 use uptimeo_agent::heartbeat::ErrorKind;
 
 /// A server whose `/hop/N` redirects to `/hop/N-1` (after `/hop/slow/N`, 300 ms later), whose
-/// `/hop/0` answers 200, and whose `/loop` redirects to itself. One request per connection.
+/// `/hop/0` answers 200, whose `/loop` redirects to itself and whose `/to-port/P` redirects to
+/// port P of 127.0.0.1. One request per connection.
 async fn redirecting_server() -> ScriptedServer {
     ScriptedServer::start(|mut stream, _| async move {
         let Some(head) = read_request_head(&mut stream).await else {
@@ -21,6 +22,11 @@ async fn redirecting_server() -> ScriptedServer {
             "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n".to_string()
         } else if path == "/hop/0" {
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_string()
+        } else if let Some(port) = path.strip_prefix("/to-port/") {
+            format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{port}/\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )
         } else if let Some(n) = path.strip_prefix("/hop/slow/") {
             tokio::time::sleep(Duration::from_millis(300)).await;
             format!("HTTP/1.1 301 Moved\r\nLocation: /hop/{n}\r\nContent-Length: 0\r\n\r\n")
@@ -119,4 +125,20 @@ async fn a_zero_limit_does_not_follow() {
     assert_eq!(result.status_code, Some(302));
     assert_eq!(result.details.redirects, 0);
     assert_eq!(server.connections(), 1);
+}
+
+/// A redirect to a refused port: a connect failure, and nothing of the redirect answer (its
+/// status, its headers) is left in the result.
+#[tokio::test]
+async fn a_failed_hop_reports_only_itself() {
+    let server = redirecting_server().await;
+    let path = format!("/to-port/{}", refused_port());
+    let result = http_probe(None)
+        .run(&probe_spec(&server.url(&path), Duration::from_secs(5)))
+        .await;
+    let failure = result.failure.expect("fails");
+    assert_eq!(failure.kind, ErrorKind::Connect, "{}", failure.message);
+    assert_eq!(result.details.redirects, 1);
+    assert!(result.status_code.is_none() && result.response_headers.is_none());
+    assert!(result.timings.redirect.is_some() && result.timings.connect.is_none());
 }

@@ -248,19 +248,23 @@ struct Measurement {
 }
 
 impl Measurement {
-    /// Forgets what the previous hop measured of its connection: the stored phases, versions,
-    /// address and certificate are the final hop's.
+    /// Forgets what the previous hop found (phases, versions, address, certificate, status,
+    /// headers): everything stored is the final hop's, but for the redirect count and time.
     fn start_hop(&mut self, hop: &Hop) {
         let redirects = self.result.details.redirects;
         self.phase = "dns lookup";
-        self.result.timings = PhaseTimings {
-            redirect: (redirects > 0).then(|| self.start.elapsed()),
-            ..PhaseTimings::default()
-        };
-        self.result.details = CheckDetails {
-            redirects,
-            final_url: Some(hop.target.uri.to_string()),
-            ..CheckDetails::default()
+        self.result = CheckResult {
+            started_at: self.result.started_at,
+            timings: PhaseTimings {
+                redirect: (redirects > 0).then(|| self.start.elapsed()),
+                ..PhaseTimings::default()
+            },
+            details: CheckDetails {
+                redirects,
+                final_url: Some(hop.target.uri.to_string()),
+                ..CheckDetails::default()
+            },
+            ..CheckResult::default()
         };
     }
 }
