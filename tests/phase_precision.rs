@@ -10,7 +10,7 @@ use common::*;
 use tokio::io::AsyncWriteExt;
 
 /// Checks per measurement; the median is compared.
-const RUNS: usize = 5;
+const RUNS: usize = 9;
 /// Largest accepted difference between a median phase and the injected delay.
 const TOLERANCE: Duration = Duration::from_millis(2);
 
