@@ -52,7 +52,10 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
     let target = DbTarget::parse(&args.db.db_conn_string)?;
     let agent_id = bootstrap_runtime()?.block_on(bootstrap(args, &target, log))?;
     let log = log.new(slog::o!("datacenter_id" => args.datacenter_id, "agent_id" => agent_id));
-    let probes = Arc::new(ProbeSet::new(&ProbeConfig::default())?);
+    let probes = Arc::new(ProbeSet::new(&ProbeConfig {
+        dns_server: args.dns_server,
+        ..ProbeConfig::default()
+    })?);
     let metrics = Arc::new(Metrics::new());
     let spool = open_spool(args, agent_id, &log)?;
 

@@ -1,8 +1,10 @@
 //! What a check measured, and how it becomes a stored heartbeat row.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
 
 use crate::db::heartbeats::NewHeartbeat;
 use crate::monitor::MonitorSpec;
@@ -69,6 +71,8 @@ pub enum ErrorKind {
     Timeout,
     /// The HTTP exchange failed, or the status was not 2xx.
     Http,
+    /// Redirects went on past the monitor's limit (a loop, or too long a chain).
+    Redirect,
     /// Reading the body failed.
     Body,
     /// The target answered, but not what the monitor expects.
@@ -86,6 +90,7 @@ impl ErrorKind {
             ErrorKind::Tls => "tls",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Http => "http",
+            ErrorKind::Redirect => "redirect",
             ErrorKind::Body => "body",
             ErrorKind::Assertion => "assertion",
             ErrorKind::Internal => "internal",
@@ -111,8 +116,15 @@ impl CheckFailure {
 }
 
 /// Each phase's own duration; `None` when the phase did not happen or was not reached.
+///
+/// After redirects, `dns`, `connect` and `tls` are the final hop's own phases, `redirect` is
+/// the time spent on the earlier hops, and `first_byte` and `total` count from the start of
+/// the whole check, so `redirect + dns + connect + tls <= first_byte <= total`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PhaseTimings {
+    /// From the start of the check to the start of the final hop (curl's time_redirect);
+    /// `None` when no redirect was followed.
+    pub redirect: Option<Duration>,
     /// Name resolution (none for an IP literal).
     pub dns: Option<Duration>,
     /// TCP connect, over every address tried.
@@ -146,6 +158,33 @@ pub struct CheckResult {
     pub response_headers: Option<serde_json::Value>,
     /// The body, when the schedule asks for it.
     pub body: Option<serde_json::Value>,
+    /// What else the check found out, stored in `details`.
+    pub details: CheckDetails,
+}
+
+/// Figures of a check that have no column of their own; stored as the `details` JSON.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckDetails {
+    /// `HTTP/1.1` or `HTTP/2` (of the final hop).
+    pub http_version: Option<String>,
+    /// The address the final hop connected to.
+    pub remote_addr: Option<SocketAddr>,
+    /// `TLSv1_2` or `TLSv1_3` (of the final hop).
+    pub tls_version: Option<String>,
+    /// Expiry of the leaf certificate the final hop's server sent.
+    pub cert_not_after: Option<DateTime<Utc>>,
+    /// Redirects followed.
+    pub redirects: u32,
+    /// The URL of the last request sent.
+    pub final_url: Option<String>,
+    /// True when the body was longer than the read cap and reading stopped there.
+    pub body_truncated: bool,
+    /// The response's `Content-Encoding`, as sent.
+    pub content_encoding: Option<String>,
+    /// Size of the body after content decoding (gzip, deflate); `None` when not decoded.
+    pub decoded_bytes: Option<u64>,
+    /// True when decoding stopped at its cap (the body inflated past it).
+    pub decoded_truncated: bool,
 }
 
 /// What the agent adds to a check's measurements to make a row.
@@ -208,8 +247,49 @@ impl CheckResult {
             status: Some(self.status(spec).as_str().to_string()),
             lease_epoch: Some(ctx.lease_epoch),
             scheduled_at: Some(ctx.scheduled_at.naive_utc()),
+            details: Some(self.details_json()),
         }
     }
+
+    /// The `details` column: timings in microseconds (null for a phase that did not run),
+    /// versions, address, certificate expiry, redirects and truncation.
+    pub fn details_json(&self) -> Value {
+        let t = &self.timings;
+        let d = &self.details;
+        json!({
+            "redirect_us": micros(t.redirect),
+            "dns_us": micros(t.dns),
+            "connect_us": micros(t.connect),
+            "tls_us": micros(t.tls),
+            "ttfb_us": micros(t.first_byte),
+            "total_us": micros(t.total),
+            "http_version": d.http_version,
+            "remote_addr": d.remote_addr.map(|a| a.to_string()),
+            "tls_version": d.tls_version,
+            "cert_not_after": d.cert_not_after.map(|t| t.to_rfc3339()),
+            "cert_days_left": self.cert_days_left(),
+            "redirects": d.redirects,
+            "final_url": d.final_url,
+            "body_truncated": d.body_truncated,
+            "wire_bytes": self.size_bytes,
+            "content_encoding": d.content_encoding,
+            "decoded_bytes": d.decoded_bytes,
+            "decoded_truncated": d.decoded_truncated,
+        })
+    }
+
+    /// Whole days from the start of the check to the certificate's expiry, rounded down
+    /// (negative once expired).
+    pub fn cert_days_left(&self) -> Option<i64> {
+        self.details
+            .cert_not_after
+            .map(|end| (end - self.started_at).num_seconds().div_euclid(86_400))
+    }
+}
+
+/// Whole microseconds.
+fn micros(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| d.as_micros().min(u128::from(u64::MAX)) as u64)
 }
 
 /// Whole milliseconds, rounded to nearest.
@@ -253,6 +333,45 @@ mod tests {
         assert_eq!(millis(Some(Duration::from_micros(1499))), Some(1));
         assert_eq!(millis(Some(Duration::from_micros(1500))), Some(2));
         assert_eq!(millis(None), None);
+    }
+
+    #[test]
+    fn details_keep_microseconds_and_null_phases() {
+        let started_at = Utc::now();
+        let result = CheckResult {
+            started_at,
+            timings: PhaseTimings {
+                connect: Some(Duration::from_micros(1234)),
+                total: Some(Duration::from_micros(56_789)),
+                ..PhaseTimings::default()
+            },
+            details: CheckDetails {
+                cert_not_after: Some(started_at + chrono::Duration::hours(36)),
+                redirects: 2,
+                ..CheckDetails::default()
+            },
+            ..CheckResult::default()
+        };
+        let d = result.details_json();
+        assert_eq!(d["connect_us"], 1234);
+        assert_eq!(d["total_us"], 56_789);
+        assert!(d["dns_us"].is_null() && d["tls_us"].is_null());
+        assert_eq!(d["cert_days_left"], 1);
+        assert_eq!(d["redirects"], 2);
+    }
+
+    #[test]
+    fn expired_certificates_have_negative_days_left() {
+        let started_at = Utc::now();
+        let result = CheckResult {
+            started_at,
+            details: CheckDetails {
+                cert_not_after: Some(started_at - chrono::Duration::hours(1)),
+                ..CheckDetails::default()
+            },
+            ..CheckResult::default()
+        };
+        assert_eq!(result.cert_days_left(), Some(-1));
     }
 
     #[test]

@@ -44,9 +44,12 @@
 //! - [`schedule`]: slot arithmetic.
 //! - [`metrics`]: the Prometheus registry the actors record into.
 //! - [`settings`], [`logging`], [`health`], [`agent`]: the process around the actors.
+//! - [`check`]: the `check` subcommand, one probe run printed for a person (no actors, no
+//!   database).
 
 pub mod actors;
 pub mod agent;
+pub mod check;
 pub mod db;
 pub mod health;
 pub mod heartbeat;

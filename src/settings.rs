@@ -2,9 +2,12 @@
 //!
 //! Every setting is a flag with a matching environment variable; see `uptimeo-agent --help`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::monitor::DEFAULT_MAX_REDIRECTS;
 
 /// Default seconds between two configuration polls.
 pub const DEFAULT_CONFIG_RELOAD_SECS: &str = "30";
@@ -24,6 +27,8 @@ pub const DEFAULT_RETENTION_CHECK_SECS: &str = "600";
 pub const DEFAULT_SPOOL_DIR: &str = "spool";
 /// Default most heartbeats the spool holds before the oldest are dropped.
 pub const DEFAULT_SPOOL_MAX_ROWS: &str = "100000";
+/// Default seconds a `check` may take.
+pub const DEFAULT_CHECK_TIMEOUT_SECS: &str = "10";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -48,7 +53,16 @@ impl Cli {
 /// Inserts `run` after the program name unless a subcommand or a top-level help/version flag
 /// is already there, so that `uptimeo-agent --datacenter-id 1` means `uptimeo-agent run ...`.
 fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const TOP_LEVEL: [&str; 7] = ["run", "migrate", "help", "-h", "--help", "-V", "--version"];
+    const TOP_LEVEL: [&str; 8] = [
+        "run",
+        "migrate",
+        "check",
+        "help",
+        "-h",
+        "--help",
+        "-V",
+        "--version",
+    ];
     let first = args.get(1).and_then(|a| a.to_str());
     if !matches!(first, Some(a) if TOP_LEVEL.contains(&a)) {
         args.insert(1.min(args.len()), "run".into());
@@ -63,6 +77,8 @@ pub enum Command {
     Run(RunArgs),
     /// Apply pending migrations and exit.
     Migrate(MigrateArgs),
+    /// Run one check of a URL now, without a database, and print its phases.
+    Check(CheckArgs),
 }
 
 impl Command {
@@ -71,6 +87,7 @@ impl Command {
         match self {
             Command::Run(args) => args.log_level,
             Command::Migrate(_) => slog::Level::Info,
+            Command::Check(_) => slog::Level::Error,
         }
     }
 }
@@ -167,6 +184,56 @@ pub struct RunArgs {
     #[arg(long, env = "SPOOL_MAX_ROWS", default_value = DEFAULT_SPOOL_MAX_ROWS,
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub spool_max_rows: u64,
+    /// The DNS server checks resolve names with (IP or IP:port, port 53 by default), instead
+    /// of the resolvers of /etc/resolv.conf.
+    #[arg(long, env = "DNS_SERVER", value_parser = parse_dns_server)]
+    pub dns_server: Option<SocketAddr>,
+}
+
+/// Settings of `check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The URL to check (http:// or https://).
+    pub url: String,
+
+    /// The request method.
+    #[arg(short = 'X', long, default_value = "GET", value_parser = parse_method)]
+    pub method: http::Method,
+
+    /// A request header, `Name: value`; repeat for more.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+
+    /// The request body. Valid JSON is sent as JSON (with Content-Type application/json
+    /// unless a header sets one), anything else as text, like a monitor's `body` column.
+    #[arg(short = 'd', long)]
+    pub data: Option<String>,
+
+    /// Seconds the whole check may take.
+    #[arg(long, default_value = DEFAULT_CHECK_TIMEOUT_SECS, value_parser = parse_seconds)]
+    pub timeout: Duration,
+
+    /// Accept any certificate (expired, self-signed, another name); it is still reported.
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+
+    /// Most redirects followed; 0 makes a redirect the answer.
+    #[arg(long, default_value_t = DEFAULT_MAX_REDIRECTS)]
+    pub max_redirects: u32,
+
+    /// The DNS server to resolve with (IP or IP:port), instead of /etc/resolv.conf's.
+    #[arg(long, env = "DNS_SERVER", value_parser = parse_dns_server)]
+    pub dns_server: Option<SocketAddr>,
+
+    /// Print the heartbeat row the agent would store, as one line of JSON, instead of the
+    /// waterfall.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Keep the response body in the row (first 64 KiB), as a schedule with
+    /// include_response_body does.
+    #[arg(long)]
+    pub include_body: bool,
 }
 
 /// Parses a positive number of seconds (fractions allowed) into a duration.
@@ -191,6 +258,32 @@ fn parse_millis(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// `IP`, `IP:port` or `[IPv6]:port`; port 53 when absent.
+fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("`{text}` is not an IP address or IP:port"))
+}
+
+fn parse_method(text: &str) -> Result<http::Method, String> {
+    http::Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("`{text}` is not an HTTP method"))
+}
+
+/// `Name: value`, both valid in HTTP.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not a header: write `Name: value`"))?;
+    let (name, value) = (name.trim(), value.trim());
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("`{name}` is not a valid header name"))?;
+    http::HeaderValue::from_str(value)
+        .map_err(|_| format!("the value of `{name}` is not valid in HTTP"))?;
+    Ok((name.to_string(), value.to_string()))
+}
+
 fn parse_level(text: &str) -> Result<slog::Level, String> {
     match text.trim().to_ascii_lowercase().as_str() {
         "warning" => Ok(slog::Level::Warning),
@@ -212,6 +305,42 @@ mod tests {
         assert_eq!(args[1], "migrate");
         let args = with_default_subcommand(vec!["agent".into()]);
         assert_eq!(args, vec!["agent", "run"]);
+    }
+
+    #[test]
+    fn check_takes_curl_like_flags() {
+        let args = with_default_subcommand(
+            [
+                "agent",
+                "check",
+                "http://127.0.0.1:1/",
+                "-H",
+                "X-A: b c",
+                "-X",
+                "post",
+                "-k",
+            ]
+            .map(std::ffi::OsString::from)
+            .to_vec(),
+        );
+        let Command::Check(check) = Cli::parse_from(args).command else {
+            panic!("not a check");
+        };
+        assert_eq!(check.headers, vec![("X-A".to_string(), "b c".to_string())]);
+        assert_eq!(check.method, http::Method::POST);
+        assert!(check.insecure && !check.json);
+        assert_eq!(check.timeout, Duration::from_secs(10));
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("bad name: x").is_err());
+        assert_eq!(
+            parse_dns_server("127.0.0.53"),
+            Ok("127.0.0.53:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_dns_server("[::1]:5353"),
+            Ok("[::1]:5353".parse().unwrap())
+        );
+        assert!(parse_dns_server("dns.test").is_err());
     }
 
     #[test]

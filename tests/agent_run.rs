@@ -117,6 +117,25 @@ async fn run_stores_timed_heartbeats_for_http_https_and_refused_port() {
         assert!(secure[phase].is_i64(), "{phase} missing: {secure}");
     }
     assert_eq!(secure["response_status_code"], 200);
+    let details = &secure["details"];
+    assert_eq!(details["http_version"], "HTTP/2", "{details}");
+    assert_eq!(details["tls_version"], "TLSv1.3");
+    assert_eq!(
+        details["remote_addr"],
+        format!("127.0.0.1:{}", https.addr.port())
+    );
+    assert!(
+        details["cert_days_left"].as_i64().unwrap() > 300,
+        "{details}"
+    );
+    assert_eq!(details["redirects"], 0);
+    assert_eq!(details["body_truncated"], false);
+    let tls_us = details["tls_us"].as_i64().unwrap();
+    let tls_ms = secure["tls_handshake_ms"].as_i64().unwrap();
+    assert!(
+        (tls_us - tls_ms * 1000).abs() <= 500,
+        "{tls_us} us vs {tls_ms} ms"
+    );
 
     // A refused port: a connect failure and no phases after DNS.
     let down = first_heartbeat(&db, 3).await;

@@ -47,6 +47,7 @@ fn row(monitor_id: i32, days_ahead: u64) -> PendingHeartbeat {
             status: Some("up".into()),
             lease_epoch: Some(1),
             scheduled_at: Some(executed_at),
+            details: None,
         },
         monitor_name: Arc::from("m"),
     }

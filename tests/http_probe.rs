@@ -2,48 +2,18 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use uptimeo_agent::heartbeat::ErrorKind;
-use uptimeo_agent::monitor::http::HttpProbe;
-use uptimeo_agent::monitor::{MonitorSpec, ProbeConfig, Schedule};
-
-fn spec(url: &str, timeout: Duration) -> MonitorSpec {
-    MonitorSpec {
-        id: 1,
-        name: "probe test".into(),
-        kind: "HTTP".into(),
-        method: http::Method::GET,
-        url: url.into(),
-        headers: vec![("X-Test".into(), "yes".into())],
-        body: None,
-        schedule: Schedule {
-            id: 1,
-            interval: Duration::from_secs(10),
-            include_response_body: true,
-            warning_ms: Some(500),
-            critical_ms: Some(2000),
-        },
-        timeout,
-    }
-}
-
-fn probe(pki: Option<&TestPki>) -> Arc<HttpProbe> {
-    let config = ProbeConfig {
-        extra_roots: pki.map(|p| vec![p.ca_der.clone()]).unwrap_or_default(),
-    };
-    Arc::new(HttpProbe::new(&config).expect("probe"))
-}
 
 /// HTTPS through a name: all phases measured, in order, each within the total.
 #[tokio::test]
 async fn https_through_a_name_measures_every_phase() {
     let pki = TestPki::new();
     let server = TestServer::https(&pki).await;
-    let result = probe(Some(&pki))
-        .run(&spec(
+    let result = http_probe(Some(&pki))
+        .run(&probe_spec(
             &server.url("https", "localhost", "/"),
             Duration::from_secs(5),
         ))
@@ -69,8 +39,8 @@ async fn https_through_a_name_measures_every_phase() {
 async fn an_unknown_ca_is_a_tls_failure() {
     let pki = TestPki::new();
     let server = TestServer::https(&pki).await;
-    let result = probe(None)
-        .run(&spec(
+    let result = http_probe(None)
+        .run(&probe_spec(
             &server.url("https", "127.0.0.1", "/"),
             Duration::from_secs(5),
         ))
@@ -85,8 +55,8 @@ async fn an_unknown_ca_is_a_tls_failure() {
 #[tokio::test]
 async fn a_server_error_status_fails_the_check() {
     let server = TestServer::http().await;
-    let result = probe(None)
-        .run(&spec(
+    let result = http_probe(None)
+        .run(&probe_spec(
             &server.url("http", "127.0.0.1", "/status/503"),
             Duration::from_secs(5),
         ))
@@ -101,13 +71,13 @@ async fn a_server_error_status_fails_the_check() {
 #[tokio::test]
 async fn a_json_body_is_sent_as_json() {
     let server = TestServer::http().await;
-    let mut spec = spec(
+    let mut spec = probe_spec(
         &server.url("http", "127.0.0.1", "/"),
         Duration::from_secs(5),
     );
     spec.method = http::Method::POST;
     spec.body = Some(serde_json::json!({"ping": 1}));
-    let result = probe(None).run(&spec).await;
+    let result = http_probe(None).run(&spec).await;
     assert!(result.success());
     let echoed = result.response_headers.unwrap();
     assert_eq!(echoed["x-echo-content-type"], "application/json");
@@ -128,8 +98,8 @@ async fn a_silent_server_times_out_at_the_configured_timeout() {
     });
     let timeout = Duration::from_millis(700);
     let started = Instant::now();
-    let result = probe(None)
-        .run(&spec(&format!("http://127.0.0.1:{port}/"), timeout))
+    let result = http_probe(None)
+        .run(&probe_spec(&format!("http://127.0.0.1:{port}/"), timeout))
         .await;
     let took = started.elapsed();
     hold.abort();

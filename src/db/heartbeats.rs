@@ -38,6 +38,9 @@ pub struct NewHeartbeat {
     pub lease_epoch: Option<i64>,
     /// The schedule slot the check belongs to, UTC.
     pub scheduled_at: Option<NaiveDateTime>,
+    /// Figures without a column of their own (microsecond timings, versions, certificate,
+    /// redirects): see `heartbeat::CheckDetails`.
+    pub details: Option<serde_json::Value>,
 }
 
 /// Inserts the rows with one multi-row INSERT, skipping each row already stored: a row is

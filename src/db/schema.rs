@@ -85,6 +85,7 @@ diesel::table! {
         status -> Nullable<Varchar>,
         lease_epoch -> Nullable<Int8>,
         scheduled_at -> Nullable<Timestamp>,
+        details -> Nullable<Jsonb>,
     }
 }
 

@@ -4,84 +4,83 @@
 //! the library underneath it and timed on its own: hickory-resolver resolves (no cache between
 //! checks, `/etc/hosts` and `/etc/resolv.conf` honoured), tokio connects, tokio-rustls
 //! handshakes (webpki roots plus the system's CA bundle, ALPN h2/http1.1), hyper speaks HTTP.
-//! Every check uses a fresh connection.
+//! Every hop uses a fresh connection: a redirect is followed on a new one.
 //!
-//! Limits: at most [`BODY_READ_CAP`] body bytes are read (the rest is not downloaded and the
-//! size is recorded up to the cap); at most [`BODY_STORE_CAP`] are stored. Redirects are not
-//! followed. When several addresses resolve, they are tried in order and the connect phase
-//! covers all attempts.
+//! Limits: at most [`BODY_READ_CAP`] body bytes are read (the rest is not downloaded, the size
+//! is recorded up to the cap and the result says the body was truncated); at most
+//! [`BODY_STORE_CAP`] are stored; a response head over [`MAX_HEAD_BYTES`] fails the check.
+//! Names resolve to both families; the addresses are tried IPv4 first, then IPv6, each but the
+//! last for at most its share of the time left, and the connect phase covers all attempts.
 
-use std::error::Error as StdError;
+mod connect;
+mod decode;
+mod message;
+mod redirect;
+mod tls;
+
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{masked_header_value, MonitorSpec, Probe, ProbeConfig, ProbeSetupError};
-use crate::heartbeat::{CheckFailure, CheckResult, ErrorKind};
+use super::{MonitorSpec, Probe, ProbeConfig, ProbeSetupError};
+use crate::heartbeat::{CheckDetails, CheckFailure, CheckResult, ErrorKind, PhaseTimings};
+use connect::{connect_any, connect_order, Target};
+use message::{build_request, http_failure, read_response, HopOutcome};
+use redirect::Hop;
 
 /// Most body bytes read from one response.
 pub const BODY_READ_CAP: u64 = 16 * 1024 * 1024;
 /// Most body bytes kept for `raw_response_body`.
 pub const BODY_STORE_CAP: usize = 64 * 1024;
-
-const AGENT_NAME: &str = concat!("uptimeo-agent/", env!("CARGO_PKG_VERSION"));
+/// Largest response head (status line and headers) accepted, HTTP/1 and HTTP/2 alike.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub use decode::DECODED_CAP;
 
 /// Runs HTTP and HTTPS monitors.
 pub struct HttpProbe {
     resolver: TokioResolver,
-    tls: Arc<rustls::ClientConfig>,
+    tls: tls::TlsConfigs,
 }
 
 impl HttpProbe {
     /// Reads the system's resolver configuration and CA bundle.
     pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
-        let mut builder =
-            TokioResolver::builder_tokio().map_err(|e| ProbeSetupError::Resolver(e.to_string()))?;
+        let mut builder = match config.dns_server {
+            None => TokioResolver::builder_tokio()
+                .map_err(|e| ProbeSetupError::Resolver(e.to_string()))?,
+            Some(server) => {
+                let servers =
+                    NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_parts(None, Vec::new(), servers),
+                    TokioConnectionProvider::default(),
+                )
+            }
+        };
+        let options = builder.options_mut();
         // Every check resolves anew, as curl does.
-        builder.options_mut().cache_size = 0;
-        let resolver = builder.build();
-
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        // Unreadable system certificates are skipped; the webpki roots remain.
-        let (added, _ignored) =
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        let _ = added;
-        for cert in &config.extra_roots {
-            roots
-                .add(cert.clone())
-                .map_err(|e| ProbeSetupError::Tls(e.to_string()))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ProbeSetupError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        options.cache_size = 0;
+        // Both families, so that either can stand in for the other (see `connect_order`).
+        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         Ok(Self {
-            resolver,
-            tls: Arc::new(tls),
+            resolver: builder.build(),
+            tls: tls::TlsConfigs::new(config)?,
         })
     }
 
-    /// Runs one check of `spec` (also used by tests and, later, the `check` subcommand).
+    /// Runs one check of `spec` (also used by tests and the `check` subcommand).
     pub async fn run(&self, spec: &MonitorSpec) -> CheckResult {
         let mut m = Measurement {
             start: Instant::now(),
@@ -91,7 +90,7 @@ impl HttpProbe {
                 ..CheckResult::default()
             },
         };
-        let outcome = tokio::time::timeout(spec.timeout, self.exchange(spec, &mut m)).await;
+        let outcome = tokio::time::timeout(spec.timeout, self.follow(spec, &mut m)).await;
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(failure)) => Some(failure),
@@ -116,8 +115,42 @@ impl HttpProbe {
         result
     }
 
-    async fn exchange(&self, spec: &MonitorSpec, m: &mut Measurement) -> Result<(), CheckFailure> {
-        let target = Target::parse(&spec.url).map_err(|e| CheckFailure::new(ErrorKind::Http, e))?;
+    /// Runs the hops of a check: the monitor's request, then each redirect up to the limit.
+    async fn follow(&self, spec: &MonitorSpec, m: &mut Measurement) -> Result<(), CheckFailure> {
+        let mut hop = Hop::first(&spec.url, &spec.method)
+            .map_err(|e| CheckFailure::new(ErrorKind::Http, e))?;
+        loop {
+            m.start_hop(&hop);
+            let HopOutcome::Redirect { status, location } = self.exchange(spec, &hop, m).await?
+            else {
+                return Ok(());
+            };
+            let limit = spec.http.max_redirects;
+            if m.result.details.redirects >= limit {
+                return Err(CheckFailure::new(
+                    ErrorKind::Redirect,
+                    format!(
+                        "gave up after {limit} redirects: {} answered {status} again, \
+                         pointing to `{location}`",
+                        hop.target.uri
+                    ),
+                ));
+            }
+            hop = hop
+                .follow(status, &location)
+                .map_err(|e| CheckFailure::new(ErrorKind::Redirect, e))?;
+            m.result.details.redirects += 1;
+        }
+    }
+
+    /// One hop on a fresh connection: resolve, connect, handshake, exchange.
+    async fn exchange(
+        &self,
+        spec: &MonitorSpec,
+        hop: &Hop,
+        m: &mut Measurement,
+    ) -> Result<HopOutcome, CheckFailure> {
+        let target = &hop.target;
 
         // Resolve, unless the host is an address already.
         let addrs: Vec<IpAddr> = match target.host.parse::<IpAddr>() {
@@ -135,19 +168,21 @@ impl HttpProbe {
                         )
                     })?;
                 m.result.timings.dns = Some(t.elapsed());
-                lookup.iter().collect()
+                connect_order(lookup.iter())
             }
         };
 
         // Connect to the first address that accepts.
         m.phase = "tcp connect";
         let t = Instant::now();
-        let stream = connect_any(&addrs, target.port).await?;
+        let budget = spec.timeout.saturating_sub(m.start.elapsed());
+        let stream = connect_any(&addrs, target.port, budget).await?;
         m.result.timings.connect = Some(t.elapsed());
+        m.result.details.remote_addr = stream.peer_addr().ok();
 
         if !target.https {
             m.phase = "waiting for the response";
-            return exchange_http1(spec, &target, stream, m).await;
+            return exchange_http1(spec, hop, stream, m).await;
         }
 
         // TLS, offering h2 and http/1.1.
@@ -159,22 +194,38 @@ impl HttpProbe {
                 format!("`{}` is not a valid TLS name", target.host),
             )
         })?;
-        let tls = TlsConnector::from(self.tls.clone())
+        let config = if spec.http.verify_tls {
+            self.tls.verified.clone()
+        } else {
+            self.tls.unverified.clone()
+        };
+        let stream = TlsConnector::from(config)
             .connect(server_name, stream)
             .await
             .map_err(|e| {
                 CheckFailure::new(
                     ErrorKind::Tls,
-                    format!("TLS handshake with {} failed: {}", target.host, chain(&e)),
+                    format!(
+                        "TLS handshake with {} failed: {}",
+                        target.host,
+                        message::chain(&e)
+                    ),
                 )
             })?;
         m.result.timings.tls = Some(t.elapsed());
+        let session = stream.get_ref().1;
+        let details = &mut m.result.details;
+        details.tls_version = session.protocol_version().map(tls::version_name);
+        details.cert_not_after = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(tls::not_after);
 
         m.phase = "waiting for the response";
-        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-            exchange_http2(spec, &target, tls, m).await
+        if session.alpn_protocol() == Some(b"h2") {
+            exchange_http2(spec, hop, stream, m).await
         } else {
-            exchange_http1(spec, &target, tls, m).await
+            exchange_http1(spec, hop, stream, m).await
         }
     }
 }
@@ -196,140 +247,42 @@ struct Measurement {
     result: CheckResult,
 }
 
-/// The parts of a monitor URL the check needs.
-#[derive(Debug, Clone)]
-struct Target {
-    uri: Uri,
-    https: bool,
-    /// Without IPv6 brackets.
-    host: String,
-    port: u16,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Self, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("invalid URL `{url}`: {e}"))?;
-        let https = match uri.scheme_str() {
-            Some(s) if s.eq_ignore_ascii_case("https") => true,
-            Some(s) if s.eq_ignore_ascii_case("http") => false,
-            _ => return Err(format!("invalid URL `{url}`: scheme must be http or https")),
+impl Measurement {
+    /// Forgets what the previous hop found (phases, versions, address, certificate, status,
+    /// headers): everything stored is the final hop's, but for the redirect count and time.
+    fn start_hop(&mut self, hop: &Hop) {
+        let redirects = self.result.details.redirects;
+        self.phase = "dns lookup";
+        self.result = CheckResult {
+            started_at: self.result.started_at,
+            timings: PhaseTimings {
+                redirect: (redirects > 0).then(|| self.start.elapsed()),
+                ..PhaseTimings::default()
+            },
+            details: CheckDetails {
+                redirects,
+                final_url: Some(hop.target.uri.to_string()),
+                ..CheckDetails::default()
+            },
+            ..CheckResult::default()
         };
-        let host = uri
-            .host()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("invalid URL `{url}`: no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        Ok(Self {
-            uri,
-            https,
-            host,
-            port,
-        })
     }
-
-    /// `host[:port]` as written in the URL, for the Host header.
-    fn authority(&self) -> &str {
-        self.uri
-            .authority()
-            .map(|a| a.as_str())
-            .unwrap_or(&self.host)
-    }
-
-    fn path_and_query(&self) -> &str {
-        self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-    }
-}
-
-async fn connect_any(addrs: &[IpAddr], port: u16) -> Result<TcpStream, CheckFailure> {
-    let mut errors = Vec::new();
-    for ip in addrs {
-        let addr = SocketAddr::new(*ip, port);
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Err(e) => errors.push(format!("{addr}: {e}")),
-        }
-    }
-    let detail = if errors.is_empty() {
-        "the name resolved to no address".to_string()
-    } else {
-        errors.join("; ")
-    };
-    Err(CheckFailure::new(
-        ErrorKind::Connect,
-        format!("cannot connect: {detail}"),
-    ))
-}
-
-/// The request as sent, and its headers for storage (secrets masked).
-fn build_request(
-    spec: &MonitorSpec,
-    target: &Target,
-    http2: bool,
-) -> Result<(Request<Full<Bytes>>, Value), CheckFailure> {
-    let invalid =
-        |e: http::Error| CheckFailure::new(ErrorKind::Http, format!("invalid request: {e}"));
-    let (body, default_type) = match &spec.body {
-        None => (Bytes::new(), None),
-        Some(Value::String(text)) => (Bytes::from(text.clone()), None),
-        Some(json) => (
-            Bytes::from(serde_json::to_vec(json).unwrap_or_default()),
-            Some("application/json"),
-        ),
-    };
-
-    let mut builder = Request::builder().method(spec.method.clone());
-    builder = if http2 {
-        builder.uri(target.uri.clone())
-    } else {
-        builder
-            .uri(target.path_and_query())
-            .header(HOST, target.authority())
-    };
-    builder = builder.header(USER_AGENT, AGENT_NAME);
-    let has_content_type = spec
-        .headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
-    if let (Some(ct), false) = (default_type, has_content_type) {
-        builder = builder.header(CONTENT_TYPE, ct);
-    }
-    let mut request = builder.body(Full::new(body)).map_err(invalid)?;
-
-    // The row's headers replace defaults of the same name.
-    let headers = request.headers_mut();
-    for (name, value) in &spec.headers {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) else {
-            continue; // validated when the monitor was loaded
-        };
-        headers.insert(name, value);
-    }
-    let stored = headers_json(request.headers(), true);
-    Ok((request, stored))
 }
 
 async fn exchange_http1<IO>(
     spec: &MonitorSpec,
-    target: &Target,
+    hop: &Hop,
     io: IO,
     m: &mut Measurement,
-) -> Result<(), CheckFailure>
+) -> Result<HopOutcome, CheckFailure>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (request, stored) = build_request(spec, target, false)?;
+    let (request, stored) = build_request(spec, hop, false)?;
     m.result.request_headers = Some(stored);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD_BYTES)
+        .handshake(TokioIo::new(io))
         .await
         .map_err(http_failure)?;
     let exchange = async {
@@ -341,19 +294,20 @@ where
 
 async fn exchange_http2<IO>(
     spec: &MonitorSpec,
-    target: &Target,
+    hop: &Hop,
     io: IO,
     m: &mut Measurement,
-) -> Result<(), CheckFailure>
+) -> Result<HopOutcome, CheckFailure>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (request, stored) = build_request(spec, target, true)?;
+    let (request, stored) = build_request(spec, hop, true)?;
     m.result.request_headers = Some(stored);
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-            .await
-            .map_err(http_failure)?;
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(http_failure)?;
     let exchange = async {
         let response = sender.send_request(request).await;
         read_response(response, spec, m).await
@@ -362,150 +316,26 @@ where
 }
 
 /// Polls the connection alongside the exchange (no task is spawned for it), until the exchange
-/// ends; the connection is then dropped, which closes it.
-async fn drive<F, C>(exchange: F, conn: C) -> F::Output
+/// ends; the connection is then dropped, which closes it. When the exchange failed because
+/// the connection did, the connection's own error (the real cause) is reported instead.
+async fn drive<F, T, C>(exchange: F, conn: C) -> Result<T, CheckFailure>
 where
-    F: Future,
-    C: Future,
+    F: Future<Output = Result<T, CheckFailure>>,
+    C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(exchange);
     tokio::pin!(conn);
-    let mut conn_done = false;
-    loop {
+    let mut conn_outcome = None;
+    let outcome = loop {
         tokio::select! {
-            out = &mut exchange => return out,
-            _ = &mut conn, if !conn_done => conn_done = true,
+            out = &mut exchange => break out,
+            done = &mut conn, if conn_outcome.is_none() => conn_outcome = Some(done),
         }
-    }
-}
-
-async fn read_response(
-    response: Result<hyper::Response<hyper::body::Incoming>, hyper::Error>,
-    spec: &MonitorSpec,
-    m: &mut Measurement,
-) -> Result<(), CheckFailure> {
-    let response = response.map_err(http_failure)?;
-    m.result.timings.first_byte = Some(m.start.elapsed());
-    m.phase = "reading the body";
-
-    let headers = response.headers();
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
     };
-    m.result.status_code = Some(response.status().as_u16());
-    m.result.content_type = text("content-type");
-    m.result.server = text("server");
-    m.result.cache_status = text("cf-cache-status").or_else(|| text("x-cache"));
-    m.result.response_headers = Some(headers_json(headers, false));
-
-    let keep_body = spec.schedule.include_response_body;
-    let mut kept = Vec::new();
-    let mut size: u64 = 0;
-    let mut body = response.into_body();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            m.result.size_bytes = Some(size);
-            CheckFailure::new(
-                ErrorKind::Body,
-                format!("reading the body failed: {}", chain(&e)),
-            )
-        })?;
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        size += data.len() as u64;
-        if keep_body && kept.len() < BODY_STORE_CAP {
-            let room = BODY_STORE_CAP - kept.len();
-            kept.extend_from_slice(&data[..data.len().min(room)]);
+    match (outcome, conn_outcome) {
+        (Err(failure), Some(Err(cause))) if failure.kind == ErrorKind::Http => {
+            Err(http_failure(cause))
         }
-        if size >= BODY_READ_CAP {
-            break;
-        }
-    }
-    m.result.timings.total = Some(m.start.elapsed());
-    m.result.size_bytes = Some(size);
-    if keep_body {
-        m.result.body = Some(body_json(&kept));
-    }
-    Ok(())
-}
-
-/// A JSON body as JSON, any other body as a JSON string (lossy UTF-8).
-fn body_json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into()))
-}
-
-/// Headers as a JSON object; repeated headers are joined with ", ".
-fn headers_json(headers: &http::HeaderMap, mask: bool) -> Value {
-    let mut map = Map::new();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value.as_bytes());
-        let value = if mask {
-            masked_header_value(name.as_str(), &value)
-        } else {
-            value.into_owned()
-        };
-        match map.get_mut(name.as_str()) {
-            Some(Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            _ => {
-                map.insert(name.as_str().to_string(), Value::String(value));
-            }
-        }
-    }
-    Value::Object(map)
-}
-
-fn http_failure(e: hyper::Error) -> CheckFailure {
-    CheckFailure::new(
-        ErrorKind::Http,
-        format!("HTTP exchange failed: {}", chain(&e)),
-    )
-}
-
-/// An error with its sources, "outer: inner: innermost".
-fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_parse_scheme_host_and_port() {
-        let t = Target::parse("https://[::1]:8443/a?b=1").unwrap();
-        assert!(t.https);
-        assert_eq!((t.host.as_str(), t.port), ("::1", 8443));
-        assert_eq!(t.path_and_query(), "/a?b=1");
-        let t = Target::parse("http://example.test").unwrap();
-        assert_eq!((t.port, t.path_and_query()), (80, "/"));
-        assert!(Target::parse("ftp://example.test/").is_err());
-        assert!(Target::parse("/relative").is_err());
-    }
-
-    #[test]
-    fn bodies_are_stored_as_json_when_they_are_json() {
-        assert_eq!(
-            body_json(br#"{"ok":true}"#),
-            serde_json::json!({"ok": true})
-        );
-        assert_eq!(body_json(b"plain"), Value::String("plain".into()));
+        (outcome, _) => outcome,
     }
 }

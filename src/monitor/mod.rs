@@ -22,6 +22,8 @@ use crate::heartbeat::CheckResult;
 
 /// Longest accepted schedule interval.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+/// Redirects an HTTP check follows unless told otherwise.
+pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 
 /// A schedule as the agent uses it.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +51,29 @@ pub struct MonitorSpec {
     pub schedule: Schedule,
     /// How long one check may take; the schedule's interval.
     pub timeout: Duration,
+    /// How HTTP checks treat redirects and certificates.
+    pub http: HttpOptions,
+}
+
+/// Options of HTTP checks. Monitor rows cannot set them yet, so every monitor the agent runs
+/// uses the defaults; the `check` subcommand sets them from its flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Most redirects followed, each on a fresh connection; 0 makes a redirect answer final
+    /// (and, not being 2xx, a failure).
+    pub max_redirects: u32,
+    /// Verify the server's certificate chain and name (true unless asked otherwise; the
+    /// certificate is still recorded when false).
+    pub verify_tls: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            verify_tls: true,
+        }
+    }
 }
 
 /// Why a monitor row cannot run.
@@ -75,6 +100,9 @@ pub struct ProbeConfig {
     /// Certificates trusted besides the webpki roots and the system's CA bundle
     /// (`SSL_CERT_FILE` also adds to the system bundle).
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// The one DNS server names are resolved with (UDP, TCP when truncated), instead of the
+    /// resolvers of `/etc/resolv.conf`; `/etc/hosts` is still read first.
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 /// Failure to set probes up (reading the system's resolver or CA configuration).
@@ -145,6 +173,7 @@ impl ProbeSet {
             body: row.body.clone().filter(|b| !b.is_null()),
             timeout: schedule.interval,
             schedule,
+            http: HttpOptions::default(),
         };
         probe.validate(&spec).map_err(invalid)?;
         Ok(spec)

@@ -177,32 +177,7 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn new() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-        let ca_key = KeyPair::generate().expect("ca key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "uptimeo test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf_params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .expect("leaf params");
-        let leaf = leaf_params
-            .signed_by(&leaf_key, &issuer)
-            .expect("leaf cert");
-
-        let ca_file = tempfile::NamedTempFile::new().expect("ca file");
-        std::fs::write(ca_file.path(), ca_cert.pem()).expect("write ca");
-        Self {
-            ca_der: ca_cert.der().clone(),
-            ca_file,
-            server_chain: vec![leaf.der().clone()],
-            server_key_der: leaf_key.serialize_der(),
-        }
+        Self::with_leaf(&["localhost", "127.0.0.1"], false)
     }
 
     pub fn server_config(&self) -> rustls::ServerConfig {
@@ -514,11 +489,76 @@ impl TcpProxy {
                     }
                 });
                 open.lock().expect("connections").push(forward);
+
+// Probe fixtures: certificates of any name and validity, scripted raw TCP servers, and the
+// monitor spec and probe the in-process probe tests run.
+// ---------------------------------------------------------------------------------------------
+
+impl TestPki {
+    /// A CA and a leaf for `names` (DNS names or IP addresses) signed by it; the leaf expired
+    /// on 2021-01-01 when `expired`, else valid until rcgen's far-future default.
+    pub fn with_leaf(names: &[&str], expired: bool) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "uptimeo test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut leaf_params = CertificateParams::new(names).expect("leaf params");
+        if expired {
+            leaf_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            leaf_params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf cert");
+
+        let ca_file = tempfile::NamedTempFile::new().expect("ca file");
+        std::fs::write(ca_file.path(), ca_cert.pem()).expect("write ca");
+        Self {
+            ca_der: ca_cert.der().clone(),
+            ca_file,
+            server_chain: vec![leaf.der().clone()],
+            server_key_der: leaf_key.serialize_der(),
+        }
+    }
+}
+
+/// A raw TCP server on 127.0.0.1 that runs a script on each connection it accepts, and counts
+/// them. For targets that misbehave below HTTP: silence, banners, endless headers.
+pub struct ScriptedServer {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedServer {
+    /// Starts the server; `script` gets each accepted connection and its index (0, 1, ...).
+    pub async fn start<F, Fut>(script: F) -> Self
+    where
+        F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let index = counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(script(stream, index));
             }
         });
         Self {
             addr,
             cut,
+
             connections,
             task,
         }
@@ -546,6 +586,31 @@ impl TcpProxy {
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.cut();
+
+    /// Starts a server that reads each request head, then writes `bytes` and closes.
+    pub async fn answering(bytes: &'static [u8]) -> Self {
+        Self::start(move |mut stream, _| async move {
+            use tokio::io::AsyncWriteExt;
+            if read_request_head(&mut stream).await.is_some() {
+                let _ = stream.write_all(bytes).await;
+                let _ = stream.shutdown().await;
+            }
+        })
+        .await
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
         self.task.abort();
     }
 }
@@ -739,4 +804,139 @@ pub fn pem(label: &str, der: &[u8]) -> String {
         "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
         lines.join("\n")
     )
+
+/// Reads a request head up to its blank line; `None` if the peer closed first. Returns the
+/// head as text.
+pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A GET monitor of `url` with one header, a 10 s schedule that stores bodies, and `timeout`.
+pub fn probe_spec(url: &str, timeout: Duration) -> uptimeo_agent::monitor::MonitorSpec {
+    uptimeo_agent::monitor::MonitorSpec {
+        id: 1,
+        name: "probe test".into(),
+        kind: "HTTP".into(),
+        method: http::Method::GET,
+        url: url.into(),
+        headers: vec![("X-Test".into(), "yes".into())],
+        body: None,
+        schedule: uptimeo_agent::monitor::Schedule {
+            id: 1,
+            interval: Duration::from_secs(10),
+            include_response_body: true,
+            warning_ms: Some(500),
+            critical_ms: Some(2000),
+        },
+        timeout,
+        http: uptimeo_agent::monitor::HttpOptions::default(),
+    }
+}
+
+/// An HTTP probe that also trusts the CA of `pki`.
+pub fn http_probe(pki: Option<&TestPki>) -> Arc<uptimeo_agent::monitor::http::HttpProbe> {
+    let config = uptimeo_agent::monitor::ProbeConfig {
+        extra_roots: pki.map(|p| vec![p.ca_der.clone()]).unwrap_or_default(),
+        ..Default::default()
+    };
+    Arc::new(uptimeo_agent::monitor::http::HttpProbe::new(&config).expect("probe"))
+}
+
+/// A DNS server on 127.0.0.1 (UDP) that answers A and AAAA queries from a fixed table, after
+/// a delay, and counts the queries. Names not in the table get an empty answer.
+pub struct TestDns {
+    pub addr: SocketAddr,
+    pub queries: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestDns {
+    /// Serves `records` (name without trailing dot, address) after `delay`.
+    pub async fn start(records: &[(&str, &str)], delay: Duration) -> Self {
+        let socket = Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind dns"),
+        );
+        let addr = socket.local_addr().expect("addr");
+        let table: Arc<Vec<(String, std::net::IpAddr)>> = Arc::new(
+            records
+                .iter()
+                .map(|(name, ip)| (format!("{name}."), ip.parse().expect("ip")))
+                .collect(),
+        );
+        let queries = Arc::new(AtomicUsize::new(0));
+        let counter = queries.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (socket, table, packet) = (socket.clone(), table.clone(), buf[..n].to_vec());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Some(answer) = dns_answer(&packet, &table) {
+                        let _ = socket.send_to(&answer, peer).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            queries,
+            task,
+        }
+    }
+
+    /// A probe that resolves with this server.
+    pub fn probe(&self) -> Arc<uptimeo_agent::monitor::http::HttpProbe> {
+        let config = uptimeo_agent::monitor::ProbeConfig {
+            dns_server: Some(self.addr),
+            ..Default::default()
+        };
+        Arc::new(uptimeo_agent::monitor::http::HttpProbe::new(&config).expect("probe"))
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The response to a query packet: the table's records of the asked name and type.
+fn dns_answer(packet: &[u8], table: &[(String, std::net::IpAddr)]) -> Option<Vec<u8>> {
+    use hickory_resolver::proto::op::{Message, MessageType};
+    use hickory_resolver::proto::rr::{rdata, RData, Record, RecordType};
+    let query = Message::from_vec(packet).ok()?;
+    let mut response = Message::new();
+    response
+        .set_id(query.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(query.op_code())
+        .set_recursion_desired(query.recursion_desired())
+        .set_recursion_available(true)
+        .set_authoritative(true);
+    for q in query.queries() {
+        response.add_query(q.clone());
+        let name = q.name().to_ascii().to_ascii_lowercase();
+        for (_, ip) in table.iter().filter(|(n, _)| *n == name) {
+            let data = match (q.query_type(), ip) {
+                (RecordType::A, std::net::IpAddr::V4(v4)) => RData::A(rdata::A(*v4)),
+                (RecordType::AAAA, std::net::IpAddr::V6(v6)) => RData::AAAA(rdata::AAAA(*v6)),
+                _ => continue,
+            };
+            response.add_answer(Record::from_rdata(q.name().clone(), 60, data));
+        }
+    }
+    response.to_vec().ok()
 }

@@ -1,0 +1,1 @@
+ALTER TABLE api_heartbeats DROP COLUMN IF EXISTS details;

@@ -1,0 +1,143 @@
+//! TLS for the HTTP probe: the trusted roots, the verifier that accepts any certificate (used
+//! only by checks that ask to skip verification), and what the served certificate says.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, ProtocolVersion, SignatureScheme};
+
+use crate::monitor::{ProbeConfig, ProbeSetupError};
+
+/// The two client configurations a probe chooses from, per check.
+pub(super) struct TlsConfigs {
+    /// Verifies the chain against the trusted roots and the name against the URL's host.
+    pub verified: Arc<ClientConfig>,
+    /// Accepts any certificate (handshake signatures are still checked).
+    pub unverified: Arc<ClientConfig>,
+}
+
+impl TlsConfigs {
+    /// Trusts the webpki roots, the system's CA bundle and `config.extra_roots`; offers ALPN
+    /// h2 and http/1.1.
+    pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // Unreadable system certificates are skipped; the webpki roots remain.
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        for cert in &config.extra_roots {
+            roots
+                .add(cert.clone())
+                .map_err(|e| ProbeSetupError::Tls(e.to_string()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = || {
+            ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ProbeSetupError::Tls(e.to_string()))
+        };
+        let mut verified = builder()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut unverified = builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate {
+                provider: provider.clone(),
+            }))
+            .with_no_client_auth();
+        for config in [&mut verified, &mut unverified] {
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        }
+        Ok(Self {
+            verified: Arc::new(verified),
+            unverified: Arc::new(unverified),
+        })
+    }
+}
+
+/// Accepts every certificate chain and name, as `curl --insecure` does. Only the signatures
+/// of the handshake itself are checked, so the session is still with the key's holder.
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The end of a certificate's validity, or `None` when it cannot be parsed.
+pub(super) fn not_after(cert: &CertificateDer<'_>) -> Option<DateTime<Utc>> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    DateTime::from_timestamp(parsed.validity().not_after.timestamp(), 0)
+}
+
+/// `TLSv1.2`, `TLSv1.3`.
+pub(super) fn version_name(version: ProtocolVersion) -> String {
+    match version {
+        ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+        ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_is_read_from_the_certificate() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".into()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let cert = params.self_signed(&key).expect("cert");
+        let end = not_after(cert.der()).expect("parsed");
+        assert_eq!(end.to_rfc3339(), "2031-05-17T00:00:00+00:00");
+        assert_eq!(not_after(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
+}
