@@ -11,10 +11,13 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates=* curl=* \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home uptimeo
+    && useradd --system --uid 10001 --no-create-home uptimeo \
+    && mkdir -p /var/lib/uptimeo-agent/spool \
+    && chown -R uptimeo /var/lib/uptimeo-agent
 COPY --from=build /src/target/release/uptimeo-agent /usr/local/bin/uptimeo-agent
 USER uptimeo
-ENV HEALTH_PORT=8080
+ENV HEALTH_PORT=8080 SPOOL_DIR=/var/lib/uptimeo-agent/spool
+VOLUME /var/lib/uptimeo-agent/spool
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD curl -fsS "http://127.0.0.1:${HEALTH_PORT}/healthz" || exit 1

@@ -12,8 +12,8 @@
 //!   +-------------------+ ------------------> +-----------------+
 //!   | ConfigReloadActor |                     | SupervisorActor |--- lease: take, renew,
 //!   +-------------------+                     +-----------------+    release (db::lease)
-//!     polls api_monitors,                start /  |      ^  MonitorStopped
-//!     schedules (db::config)        StopMonitor   v      |  (restart if unexpected)
+//!     LISTEN uptimeo_config,             start /  |      ^  MonitorStopped
+//!     and polls (db::config)        StopMonitor   v      |  (restart if unexpected)
 //!                                          +--------------+
 //!                                          | MonitorActor |  one per monitor, fixed-rate
 //!                                          +--------------+  slots; runs a monitor::Probe
@@ -23,6 +23,8 @@
 //!                                      +----------------------+  batched INSERTs, daily
 //!                                      | HeartbeatWriterActor |  partitions (db::heartbeats)
 //!                                      +----------------------+
+//!                                        queues every row in the spool (SPOOL_DIR) until
+//!                                        stored; replays what a killed run left
 //!   shutdown (SIGTERM/SIGINT): Shutdown -> supervisor (stop monitors, release lease),
 //!                              then Flush -> writer (store what it holds)
 //! ```
@@ -35,6 +37,7 @@
 //! - [`db`]: every SQL statement.
 //! - [`heartbeat`]: what a check measured and how it becomes a row.
 //! - [`schedule`]: slot arithmetic.
+//! - [`spool`]: the disk-backed queue of heartbeats not yet stored.
 //! - [`settings`], [`logging`], [`health`], [`agent`]: the process around the actors.
 
 pub mod actors;

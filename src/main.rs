@@ -2,7 +2,8 @@
 //!
 //! Environment variables read (each also a flag): `DB_CONN_STRING`, `DATACENTER_ID`,
 //! `AGENT_ID`, `CONFIG_RELOAD_INTERVAL`, `HEALTH_PORT`, `LOG_LEVEL`, `LEASE_TTL`,
-//! `STANDBY_RETRY_INTERVAL`, `WRITE_BATCH_SIZE`, `WRITE_FLUSH_DELAY_MS`; and `SSL_CERT_FILE`,
+//! `STANDBY_RETRY_INTERVAL`, `WRITE_BATCH_SIZE`, `WRITE_FLUSH_DELAY_MS`, `SPOOL_DIR`,
+//! `SPOOL_MAX_ROWS`; and `SSL_CERT_FILE`,
 //! which replaces the system's CA bundle for HTTPS checks.
 
 use std::process::ExitCode;
