@@ -1,5 +1,5 @@
-//! Database outages and crashes lose nothing: real agent processes, real PostgreSQL, and a TCP
-//! proxy that cuts the agent off from it.
+//! Database outages and crashes lose nothing: real agent processes, real PostgreSQL (the shared
+//! server behind a TCP proxy the test cuts, or a cluster of the test's own that it stops).
 
 mod common;
 
@@ -120,4 +120,99 @@ fn spool_segments(dir: &std::path::Path) -> usize {
         .flat_map(|sub| std::fs::read_dir(sub.path()).unwrap().flatten())
         .filter(|f| f.file_name().to_string_lossy().starts_with("segment-"))
         .count()
+}
+
+/// How long PostgreSQL stays down in the restart test.
+const OUTAGE: Duration = Duration::from_secs(60);
+
+/// PostgreSQL (a cluster of the test's own) is stopped for a minute under load and started
+/// again: the agent keeps checking on its still valid lease, reconnects by itself, and stores
+/// every check it executed, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_loses_nothing() {
+    let cluster = PgCluster::start_plain();
+    let url = cluster.url("127.0.0.1", "");
+    let target = uptimeo_agent::db::DbTarget::parse(&url).unwrap();
+    block_on_own_runtime(async move {
+        uptimeo_agent::db::migrations::run_pending(&target)
+            .await
+            .expect("migrate")
+    });
+    let http = TestServer::http().await;
+    let mut config = BASE_CONFIG.to_string();
+    for id in 1..=6 {
+        let path = http.url("http", "127.0.0.1", &format!("/m{id}"));
+        config.push_str(&monitor_sql(id, &format!("m{id}"), "HTTP", &path));
+    }
+    connect(&url).await.batch_execute(&config).await.unwrap();
+    let rows = |sql: &'static str| {
+        let url = url.clone();
+        async move {
+            connect(&url)
+                .await
+                .query_one(sql, &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+
+    // The lease outlives the outage: checks go on throughout.
+    let mut agent = AgentProcess::run(&url, 1, &[("LEASE_TTL", "90".into())]);
+    wait_for(Duration::from_secs(20), "heartbeats stored", || async {
+        (rows("SELECT count(*) FROM api_heartbeats").await >= 12).then_some(())
+    })
+    .await;
+
+    cluster.stop();
+    let executed = |agent: &AgentProcess| {
+        agent.records_with("check finished").len()
+            + agent.records_with("Monitor execution failed").len()
+    };
+    let before_outage = executed(&agent);
+    tokio::time::sleep(OUTAGE).await; // the outage itself
+    let during_outage = executed(&agent) - before_outage;
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent still runs"
+    );
+    assert!(!agent.records_with("Failed to save heartbeat").is_empty());
+    cluster.start();
+
+    // Back: the agent writes what it held; SIGTERM then stores the last results.
+    let inserted = |agent: &AgentProcess| {
+        let records = agent.records();
+        let is_insert = |r: &&serde_json::Value| {
+            r["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Heartbeat inserted"))
+        };
+        records.iter().filter(is_insert).count()
+    };
+    let inserted_before = inserted(&agent);
+    wait_for(Duration::from_secs(30), "writes resumed", || {
+        let n = inserted(&agent);
+        async move { (n > inserted_before + during_outage).then_some(()) }
+    })
+    .await;
+    agent.signal("TERM");
+    agent
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits");
+    let stored = rows("SELECT count(*) FROM api_heartbeats").await;
+    let duplicates =
+        rows("SELECT count(*) - count(DISTINCT (monitor_id, scheduled_at)) FROM api_heartbeats")
+            .await;
+    let total = executed(&agent) as i64;
+    eprintln!(
+        "outage {OUTAGE:?}: executed before {before_outage}, during {during_outage}, \
+         total {total}; stored {stored}; duplicates {duplicates}"
+    );
+    assert!(
+        during_outage >= 6 * (OUTAGE.as_secs() as usize) / 2,
+        "checks went on"
+    );
+    assert_eq!(stored, total, "every executed check stored");
+    assert_eq!(duplicates, 0);
 }

@@ -559,19 +559,25 @@ impl Drop for TcpProxy {
 pub struct PgCluster {
     pub port: u16,
     dir: tempfile::TempDir,
+    ssl: bool,
 }
 
 impl PgCluster {
+    /// A cluster without TLS, trusting every local connection.
+    pub fn start_plain() -> Self {
+        let (dir, data) = Self::init();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.0/8 trust\n",
+        )
+        .expect("pg_hba.conf");
+        Self::start_in(dir, false)
+    }
+
     /// A cluster with TLS on, serving `pki`'s certificate, that refuses TCP connections
     /// without TLS.
     pub fn start_tls(pki: &TestPki) -> Self {
-        let dir = tempfile::tempdir().expect("cluster dir");
-        let data = dir.path().join("data");
-        pg_command(
-            "initdb",
-            &["-D", path_str(&data), "-U", "postgres", "-A", "trust"],
-            &dir,
-        );
+        let (dir, data) = Self::init();
 
         let chain: String = pki
             .server_chain
@@ -596,10 +602,25 @@ impl PgCluster {
             .args(["600", path_str(&data.join("server.key"))])
             .status()
             .expect("chmod");
+        Self::start_in(dir, true)
+    }
 
+    fn init() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let data = dir.path().join("data");
+        pg_command(
+            "initdb",
+            &["-D", path_str(&data), "-U", "postgres", "-A", "trust"],
+            &dir,
+        );
+        (dir, data)
+    }
+
+    fn start_in(dir: tempfile::TempDir, ssl: bool) -> Self {
         let cluster = Self {
             port: refused_port(),
             dir,
+            ssl,
         };
         cluster.start();
         cluster
@@ -608,9 +629,10 @@ impl PgCluster {
     /// Starts the server (again) and waits until it accepts connections.
     pub fn start(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1,127.0.0.2 -c ssl=on -c max_connections=40",
+            "-p {} -k {} -c listen_addresses=127.0.0.1,127.0.0.2 -c ssl={} -c max_connections=40",
             self.port,
-            path_str(self.dir.path())
+            path_str(self.dir.path()),
+            if self.ssl { "on" } else { "off" }
         );
         let data = self.dir.path().join("data");
         let log = self.dir.path().join("server.log");
