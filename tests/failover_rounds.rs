@@ -125,20 +125,15 @@ async fn sigkill_rounds_never_duplicate_and_only_miss_slots_inside_failovers() {
         .await
         .unwrap()
         .get(0);
-    let missing: Vec<NaiveDateTime> = client
-        .query(
-            "SELECT g.slot FROM (SELECT monitor_id, generate_series(min(scheduled_at), \
-                 max(scheduled_at), interval '1 second') AS slot \
-                 FROM api_heartbeats GROUP BY monitor_id) g \
-             WHERE NOT EXISTS (SELECT 1 FROM api_heartbeats h \
-                 WHERE h.monitor_id = g.monitor_id AND h.scheduled_at = g.slot)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let missing: Vec<NaiveDateTime> = first_column(
+        &db.url,
+        "SELECT g.slot FROM (SELECT monitor_id, generate_series(min(scheduled_at), \
+             max(scheduled_at), interval '1 second') AS slot \
+             FROM api_heartbeats GROUP BY monitor_id) g \
+         WHERE NOT EXISTS (SELECT 1 FROM api_heartbeats h \
+             WHERE h.monitor_id = g.monitor_id AND h.scheduled_at = g.slot)",
+    )
+    .await;
     let outside: Vec<_> = missing
         .iter()
         .filter(|slot| {

@@ -762,3 +762,18 @@ pub fn pem(label: &str, der: &[u8]) -> String {
         lines.join("\n")
     )
 }
+
+/// The first column of every row `sql` returns, on the database of `url`.
+pub async fn first_column<T>(url: &str, sql: &str) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    connect(url)
+        .await
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
