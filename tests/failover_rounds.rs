@@ -46,12 +46,8 @@ async fn first_check(client: &tokio_postgres::Client, epoch: i64) -> Option<Naiv
 async fn sigkill_rounds_never_duplicate_and_only_miss_slots_inside_failovers() {
     let db = TestDb::migrated();
     let http = TestServer::http().await;
-    db.execute(BASE_CONFIG);
+    db.execute(&config_with_monitors(&http, MONITORS));
     db.execute("INSERT INTO agents (id, name, datacenter_id) VALUES (4, 'va-3', 1)");
-    for id in 1..=MONITORS {
-        let url = http.url("http", "127.0.0.1", &format!("/m{id}"));
-        db.execute(&monitor_sql(id, &format!("m{id}"), "HTTP", &url));
-    }
     let settings = |spool: &tempfile::TempDir| {
         vec![
             ("LEASE_TTL", "2".to_string()),
@@ -170,11 +166,7 @@ async fn sigkill_rounds_never_duplicate_and_only_miss_slots_inside_failovers() {
 async fn sigterm_hands_over_within_a_second() {
     let db = TestDb::migrated();
     let http = TestServer::http().await;
-    db.execute(BASE_CONFIG);
-    for id in 1..=3 {
-        let url = http.url("http", "127.0.0.1", &format!("/m{id}"));
-        db.execute(&monitor_sql(id, &format!("m{id}"), "HTTP", &url));
-    }
+    db.execute(&config_with_monitors(&http, 3));
     let mut leader = AgentProcess::run(&db.url, 1, &[]);
     leader
         .wait_for_msg("Acquired lock for datacenter:1", Duration::from_secs(15))

@@ -23,11 +23,7 @@ async fn count(db: &TestDb, sql: &str, epoch: i64) -> i64 {
 async fn results_spooled_before_a_sigkill_are_stored_once_by_the_next_start() {
     let db = TestDb::migrated();
     let http = TestServer::http().await;
-    db.execute(BASE_CONFIG);
-    for id in 1..=3 {
-        let url = http.url("http", "127.0.0.1", &format!("/m{id}"));
-        db.execute(&monitor_sql(id, &format!("m{id}"), "HTTP", &url));
-    }
+    db.execute(&config_with_monitors(&http, 3));
     let proxy = TcpProxy::start(url_host_port(&db.url)).await;
     let spool = tempfile::tempdir().unwrap();
     let settings = [
@@ -139,11 +135,7 @@ async fn a_postgres_restart_under_load_loses_nothing() {
             .expect("migrate")
     });
     let http = TestServer::http().await;
-    let mut config = BASE_CONFIG.to_string();
-    for id in 1..=6 {
-        let path = http.url("http", "127.0.0.1", &format!("/m{id}"));
-        config.push_str(&monitor_sql(id, &format!("m{id}"), "HTTP", &path));
-    }
+    let config = config_with_monitors(&http, 6);
     connect(&url).await.batch_execute(&config).await.unwrap();
     let rows = |sql: &'static str| {
         let url = url.clone();

@@ -777,3 +777,14 @@ where
         .map(|r| r.get(0))
         .collect()
 }
+
+/// SQL for `BASE_CONFIG` plus monitors `1..=count` of datacenter 1, each checking its own
+/// path (`/m<id>`) of `server`.
+pub fn config_with_monitors(server: &TestServer, count: i32) -> String {
+    let mut sql = BASE_CONFIG.to_string();
+    for id in 1..=count {
+        let url = server.url("http", "127.0.0.1", &format!("/m{id}"));
+        sql.push_str(&monitor_sql(id, &format!("m{id}"), "HTTP", &url));
+    }
+    sql
+}
