@@ -212,3 +212,77 @@ async fn sigterm_hands_over_within_a_second() {
     );
     assert!(takeover < 1.0, "took over {takeover:.3} s after the signal");
 }
+
+/// The leader is cut off from PostgreSQL without a FIN (the proxy silently stops forwarding):
+/// it stops its checks by its own deadline, the standby takes over after the lease expired,
+/// and the old leader's last check started before the new leader's first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_blackholed_stops_before_the_standby_starts() {
+    let db = TestDb::migrated();
+    let http = TestServer::http().await;
+    db.execute(&config_with_monitors(&http, 3));
+    let proxy = TcpProxy::start(url_host_port(&db.url)).await;
+    let ttl = [("LEASE_TTL", "3".to_string())];
+    let leader = AgentProcess::run(&proxy.url(&db.url), 1, &ttl);
+    let old_epoch = leader
+        .wait_for_msg("Acquired lock for datacenter:1", Duration::from_secs(15))
+        .await["epoch"]
+        .as_i64()
+        .expect("epoch");
+    let standby = AgentProcess::run(&db.url, 2, &ttl);
+    standby
+        .wait_for_msg(
+            "waiting as standby: another agent holds the lock",
+            Duration::from_secs(15),
+        )
+        .await;
+    let client = db.client().await;
+    wait_for(Duration::from_secs(10), "checks of the leader", || {
+        let client = &client;
+        async move { first_check(client, old_epoch).await }
+    })
+    .await;
+
+    proxy.blackhole();
+    let new_epoch = standby
+        .wait_for_msg("Acquired lock for datacenter:1", Duration::from_secs(15))
+        .await["epoch"]
+        .as_i64()
+        .expect("epoch");
+    let first_new = wait_for(Duration::from_secs(10), "checks of the new leader", || {
+        let client = &client;
+        async move { first_check(client, new_epoch).await }
+    })
+    .await;
+
+    // Back online, the old leader writes what it held (it is a standby now).
+    proxy.restore();
+    let executed = || {
+        leader.records_with("check finished").len()
+            + leader.records_with("Monitor execution failed").len()
+    };
+    let last_old: NaiveDateTime =
+        wait_for(Duration::from_secs(45), "the old leader's rows", || {
+            let client = &client;
+            let executed = executed() as i64;
+            async move {
+                let row = client
+                    .query_one(
+                        "SELECT count(*), max(executed_at) FROM api_heartbeats \
+                     WHERE lease_epoch = $1",
+                        &[&old_epoch],
+                    )
+                    .await
+                    .unwrap();
+                (row.get::<_, i64>(0) >= executed).then(|| row.get(1))
+            }
+        })
+        .await;
+    eprintln!(
+        "blackholed leader: last check started {last_old}, new leader's first {first_new} \
+         ({:.3} s later)",
+        (first_new - last_old).as_seconds_f64()
+    );
+    assert!(last_old < first_new, "the two leaders' checks overlapped");
+    assert!(new_epoch > old_epoch);
+}

@@ -483,10 +483,13 @@ pub fn url_via(url: &str, host_port: &str) -> String {
 }
 
 /// A loopback TCP proxy. While cut, it closes every open connection and closes new ones as
-/// soon as they are accepted, as a server that went away would.
+/// soon as they are accepted, as a server that went away would. While blackholed, it keeps
+/// every connection open but forwards nothing (no FIN, no RST), as a network that silently
+/// drops packets would; what it holds is forwarded once restored.
 pub struct TcpProxy {
     pub addr: SocketAddr,
     cut: Arc<std::sync::atomic::AtomicBool>,
+    blackhole: Arc<std::sync::atomic::AtomicBool>,
     connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -497,20 +500,26 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let blackhole = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let connections = Arc::new(Mutex::new(Vec::new()));
-        let (is_cut, open) = (cut.clone(), connections.clone());
+        let (is_cut, open, held) = (cut.clone(), connections.clone(), blackhole.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 if is_cut.load(Ordering::SeqCst) {
                     continue; // dropped: closed at once
                 }
-                let target = target.clone();
+                let (target, held) = (target.clone(), held.clone());
                 let forward = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let (from_client, to_client) = inbound.into_split();
+                        let (from_server, to_server) = outbound.into_split();
+                        tokio::join!(
+                            pump(from_client, to_server, held.clone()),
+                            pump(from_server, to_client, held)
+                        );
                     }
                 });
                 open.lock().expect("connections").push(forward);
@@ -519,9 +528,15 @@ impl TcpProxy {
         Self {
             addr,
             cut,
+            blackhole,
             connections,
             task,
         }
+    }
+
+    /// Stops forwarding, silently, until [`TcpProxy::restore`].
+    pub fn blackhole(&self) {
+        self.blackhole.store(true, Ordering::SeqCst);
     }
 
     /// `url` (a postgres URL) through this proxy.
@@ -537,10 +552,34 @@ impl TcpProxy {
         }
     }
 
-    /// Forwards new connections again.
+    /// Forwards again (new connections after a cut; held data after a blackhole).
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.blackhole.store(false, Ordering::SeqCst);
     }
+}
+
+/// Copies one direction of a proxied connection, holding the data while `held` is set.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    held: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while held.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Drop for TcpProxy {
