@@ -197,8 +197,7 @@ async fn sigterm_hands_over_within_a_second() {
     let at = chrono::DateTime::parse_from_rfc3339(acquired["ts"].as_str().unwrap()).unwrap();
     let takeover = (at.to_utc() - signalled).as_seconds_f64();
 
-    let executed = leader.records_with("check finished").len()
-        + leader.records_with("Monitor execution failed").len();
+    let executed = executed_checks(&leader);
     let stored: Vec<i64> = first_column(
         &db.url,
         "SELECT count(*) FROM api_heartbeats WHERE agent_id = 1",
@@ -257,14 +256,10 @@ async fn a_leader_blackholed_stops_before_the_standby_starts() {
 
     // Back online, the old leader writes what it held (it is a standby now).
     proxy.restore();
-    let executed = || {
-        leader.records_with("check finished").len()
-            + leader.records_with("Monitor execution failed").len()
-    };
     let last_old: NaiveDateTime =
         wait_for(Duration::from_secs(45), "the old leader's rows", || {
             let client = &client;
-            let executed = executed() as i64;
+            let executed = executed_checks(&leader) as i64;
             async move {
                 let row = client
                     .query_one(

@@ -16,15 +16,21 @@ async fn count(db: &TestDb, sql: &str, epoch: i64) -> i64 {
         .get(0)
 }
 
+/// A database with three monitors of a loopback server, and a proxy to it.
+async fn three_monitors_behind_a_proxy() -> (TestDb, TestServer, TcpProxy) {
+    let db = TestDb::migrated();
+    let http = TestServer::http().await;
+    db.execute(&config_with_monitors(&http, 3));
+    let proxy = TcpProxy::start(url_host_port(&db.url)).await;
+    (db, http, proxy)
+}
+
 /// The agent loses the database, keeps checking while its lease is valid, and is killed with
 /// SIGKILL holding unwritten results. Started again (same spool) with the database back, it
 /// replays them: every check the killed run spooled is stored, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_spooled_before_a_sigkill_are_stored_once_by_the_next_start() {
-    let db = TestDb::migrated();
-    let http = TestServer::http().await;
-    db.execute(&config_with_monitors(&http, 3));
-    let proxy = TcpProxy::start(url_host_port(&db.url)).await;
+    let (db, _http, proxy) = three_monitors_behind_a_proxy().await;
     let spool = tempfile::tempdir().unwrap();
     let settings = [
         ("SPOOL_DIR", spool.path().display().to_string()),
@@ -64,8 +70,7 @@ async fn results_spooled_before_a_sigkill_are_stored_once_by_the_next_start() {
         .expect("killed");
     let stored_before = count(&db, STORED, epoch).await;
     let spooled = killed.records_with("heartbeat spooled").len() as i64;
-    let executed = (killed.records_with("check finished").len()
-        + killed.records_with("Monitor execution failed").len()) as i64;
+    let executed = executed_checks(&killed) as i64;
     assert!(
         spooled > stored_before,
         "results were left unwritten at the kill"
@@ -157,13 +162,9 @@ async fn a_postgres_restart_under_load_loses_nothing() {
     .await;
 
     cluster.stop();
-    let executed = |agent: &AgentProcess| {
-        agent.records_with("check finished").len()
-            + agent.records_with("Monitor execution failed").len()
-    };
-    let before_outage = executed(&agent);
+    let before_outage = executed_checks(&agent);
     tokio::time::sleep(OUTAGE).await; // the outage itself
-    let during_outage = executed(&agent) - before_outage;
+    let during_outage = executed_checks(&agent) - before_outage;
     assert!(
         agent.child.try_wait().unwrap().is_none(),
         "the agent still runs"
@@ -187,16 +188,12 @@ async fn a_postgres_restart_under_load_loses_nothing() {
         async move { (n > inserted_before + during_outage).then_some(()) }
     })
     .await;
-    agent.signal("TERM");
-    agent
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("exits");
+    terminate(&mut agent).await;
     let stored = rows("SELECT count(*) FROM api_heartbeats").await;
     let duplicates =
         rows("SELECT count(*) - count(DISTINCT (monitor_id, scheduled_at)) FROM api_heartbeats")
             .await;
-    let total = executed(&agent) as i64;
+    let total = executed_checks(&agent) as i64;
     eprintln!(
         "outage {OUTAGE:?}: executed before {before_outage}, during {during_outage}, \
          total {total}; stored {stored}; duplicates {duplicates}"
@@ -207,4 +204,71 @@ async fn a_postgres_restart_under_load_loses_nothing() {
     );
     assert_eq!(stored, total, "every executed check stored");
     assert_eq!(duplicates, 0);
+}
+
+/// Cut off for longer than its lease, the agent stops its checks by its deadline and waits
+/// as a standby; when the database is back it takes the lease again, writes everything it
+/// held and resumes its checks, all without a restart: every executed check stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_lease_ends_in_standby_then_resumes() {
+    let (db, _http, proxy) = three_monitors_behind_a_proxy().await;
+    let mut agent = AgentProcess::run(&proxy.url(&db.url), 1, &[("LEASE_TTL", "3".into())]);
+    let first_epoch = agent
+        .wait_for_msg("Acquired lock for datacenter:1", Duration::from_secs(15))
+        .await["epoch"]
+        .as_i64()
+        .expect("epoch");
+    wait_for(Duration::from_secs(15), "heartbeats stored", || async {
+        (count(
+            &db,
+            "SELECT count(*) FROM api_heartbeats WHERE lease_epoch = $1",
+            first_epoch,
+        )
+        .await
+            >= 3)
+            .then_some(())
+    })
+    .await;
+
+    proxy.cut();
+    agent
+        .wait_for_msg(
+            "lease not renewed in time; stopping checks",
+            Duration::from_secs(10),
+        )
+        .await;
+    // Cut off well past the lease's expiry.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.restore();
+
+    wait_for(Duration::from_secs(30), "the lease taken again", || {
+        let n = agent.records_with("Acquired lock for datacenter:1").len();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let resumed_epoch = agent.records_with("Acquired lock for datacenter:1")[1]["epoch"]
+        .as_i64()
+        .expect("epoch");
+    const STORED: &str = "SELECT count(*) FROM api_heartbeats WHERE lease_epoch = $1";
+    wait_for(Duration::from_secs(15), "checks resumed", || async {
+        (count(&db, STORED, resumed_epoch).await >= 3).then_some(())
+    })
+    .await;
+    terminate(&mut agent).await;
+
+    let executed = executed_checks(&agent) as i64;
+    let all = "SELECT count(*) FROM api_heartbeats WHERE lease_epoch >= $1";
+    let duplicates = "SELECT count(*) - count(DISTINCT (monitor_id, scheduled_at)) \
+         FROM api_heartbeats WHERE lease_epoch >= $1";
+    let stored = count(&db, all, first_epoch).await;
+    eprintln!(
+        "outage past the lease: executed {executed}, stored {stored}, epochs {first_epoch} \
+         then {resumed_epoch}"
+    );
+    assert!(resumed_epoch > first_epoch);
+    assert_eq!(
+        stored, executed,
+        "every executed check stored, without a restart"
+    );
+    assert_eq!(count(&db, duplicates, first_epoch).await, 0);
 }

@@ -827,3 +827,18 @@ pub fn config_with_monitors(server: &TestServer, count: i32) -> String {
     }
     sql
 }
+
+/// Checks the agent logged as executed (succeeded or failed).
+pub fn executed_checks(agent: &AgentProcess) -> usize {
+    agent.records_with("check finished").len()
+        + agent.records_with("Monitor execution failed").len()
+}
+
+/// SIGTERM, then waits (at most 10 s) for the exit.
+pub async fn terminate(agent: &mut AgentProcess) -> ExitStatus {
+    agent.signal("TERM");
+    agent
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits within 10 s of SIGTERM")
+}
