@@ -12,10 +12,13 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates=* curl=* \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 uptimeo \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home uptimeo
+    && useradd --system --uid 10001 --gid 10001 --no-create-home uptimeo \
+    && mkdir -p /var/lib/uptimeo-agent/spool \
+    && chown -R 10001:10001 /var/lib/uptimeo-agent
 COPY --from=build /src/target/release/uptimeo-agent /usr/local/bin/uptimeo-agent
 USER 10001:10001
-ENV HEALTH_PORT=8080
+ENV HEALTH_PORT=8080 SPOOL_DIR=/var/lib/uptimeo-agent/spool
+VOLUME /var/lib/uptimeo-agent/spool
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD ["sh", "-c", "curl -fsS \"http://127.0.0.1:${HEALTH_PORT}/healthz\" || exit 1"]

@@ -53,6 +53,7 @@ fn row(i: usize, monitors: usize, base: chrono::NaiveDateTime) -> NewHeartbeat {
         status: Some("up".to_string()),
         lease_epoch: Some(1),
         scheduled_at: Some(base + Duration::milliseconds(i as i64)),
+        details: None,
     }
 }
 

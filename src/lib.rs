@@ -12,8 +12,8 @@
 //!   +-------------------+ ------------------> +-----------------+
 //!   | ConfigReloadActor |                     | SupervisorActor |--- lease: take, renew,
 //!   +-------------------+                     +-----------------+    release (db::lease)
-//!     polls api_monitors,                start /  |      ^  MonitorStopped
-//!     schedules (db::config)        StopMonitor   v      |  (restart if unexpected)
+//!     LISTEN uptimeo_config,             start /  |      ^  MonitorStopped
+//!     and polls (db::config)        StopMonitor   v      |  (restart if unexpected)
 //!                                          +--------------+
 //!                                          | MonitorActor |  one per monitor, fixed-rate
 //!                                          +--------------+  slots; runs a monitor::Probe
@@ -23,6 +23,9 @@
 //!                                      +----------------------+  batched INSERTs, daily
 //!                                      | HeartbeatWriterActor |  partitions (db::heartbeats)
 //!                                      +----------------------+
+//!                                        queues every row in the spool (SPOOL_DIR) until
+//!                                        stored; replays what a killed run left
+//!
 //!   +----------------+  with RETENTION_DAYS: drops expired daily partitions, each drop
 //!   | RetentionActor |  guarded in its transaction by this process holding the lease
 //!   +----------------+  (db::retention)
@@ -43,6 +46,7 @@
 //! - [`heartbeat`]: what a check measured and how it becomes a row.
 //! - [`schedule`]: slot arithmetic.
 //! - [`metrics`]: the Prometheus registry the actors record into.
+//! - [`spool`]: the disk-backed queue of heartbeats not yet stored.
 //! - [`settings`], [`logging`], [`health`], [`agent`]: the process around the actors.
 //! - [`check`]: the `check` subcommand, one probe run printed for a person (no actors, no
 //!   database).

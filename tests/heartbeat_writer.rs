@@ -275,17 +275,11 @@ async fn a_full_spool_drops_the_oldest_with_a_log_line() {
     writer.send(Flush).await.unwrap();
 
     assert_eq!(log.count("spool full: oldest heartbeat dropped"), 6);
-    let stored: Vec<chrono::NaiveDateTime> = connect(&db.url)
-        .await
-        .query(
-            "SELECT executed_at FROM api_heartbeats ORDER BY executed_at",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored: Vec<chrono::NaiveDateTime> = first_column(
+        &db.url,
+        "SELECT executed_at FROM api_heartbeats ORDER BY executed_at",
+    )
+    .await;
     let newest: Vec<_> = rows[6..].iter().map(|r| r.row.executed_at).collect();
     let truncate = |t: chrono::NaiveDateTime| t.and_utc().timestamp_micros();
     assert_eq!(

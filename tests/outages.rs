@@ -1,5 +1,5 @@
-//! Database outages and crashes lose nothing: real agent processes, real PostgreSQL, and a TCP
-//! proxy that cuts the agent off from it.
+//! Database outages and crashes lose nothing: real agent processes, real PostgreSQL (the shared
+//! server behind a TCP proxy the test cuts, or a cluster of the test's own that it stops).
 
 mod common;
 
@@ -16,19 +16,21 @@ async fn count(db: &TestDb, sql: &str, epoch: i64) -> i64 {
         .get(0)
 }
 
+/// A database with three monitors of a loopback server, and a proxy to it.
+async fn three_monitors_behind_a_proxy() -> (TestDb, TestServer, TcpProxy) {
+    let db = TestDb::migrated();
+    let http = TestServer::http().await;
+    db.execute(&config_with_monitors(&http, 3));
+    let proxy = TcpProxy::start(url_host_port(&db.url)).await;
+    (db, http, proxy)
+}
+
 /// The agent loses the database, keeps checking while its lease is valid, and is killed with
 /// SIGKILL holding unwritten results. Started again (same spool) with the database back, it
 /// replays them: every check the killed run spooled is stored, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_spooled_before_a_sigkill_are_stored_once_by_the_next_start() {
-    let db = TestDb::migrated();
-    let http = TestServer::http().await;
-    db.execute(BASE_CONFIG);
-    for id in 1..=3 {
-        let url = http.url("http", "127.0.0.1", &format!("/m{id}"));
-        db.execute(&monitor_sql(id, &format!("m{id}"), "HTTP", &url));
-    }
-    let proxy = TcpProxy::start(url_host_port(&db.url)).await;
+    let (db, _http, proxy) = three_monitors_behind_a_proxy().await;
     let spool = tempfile::tempdir().unwrap();
     let settings = [
         ("SPOOL_DIR", spool.path().display().to_string()),
@@ -68,8 +70,7 @@ async fn results_spooled_before_a_sigkill_are_stored_once_by_the_next_start() {
         .expect("killed");
     let stored_before = count(&db, STORED, epoch).await;
     let spooled = killed.records_with("heartbeat spooled").len() as i64;
-    let executed = (killed.records_with("check finished").len()
-        + killed.records_with("Monitor execution failed").len()) as i64;
+    let executed = executed_checks(&killed) as i64;
     assert!(
         spooled > stored_before,
         "results were left unwritten at the kill"
@@ -120,4 +121,154 @@ fn spool_segments(dir: &std::path::Path) -> usize {
         .flat_map(|sub| std::fs::read_dir(sub.path()).unwrap().flatten())
         .filter(|f| f.file_name().to_string_lossy().starts_with("segment-"))
         .count()
+}
+
+/// How long PostgreSQL stays down in the restart test.
+const OUTAGE: Duration = Duration::from_secs(60);
+
+/// PostgreSQL (a cluster of the test's own) is stopped for a minute under load and started
+/// again: the agent keeps checking on its still valid lease, reconnects by itself, and stores
+/// every check it executed, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_loses_nothing() {
+    let cluster = PgCluster::start_plain();
+    let url = cluster.url("127.0.0.1", "");
+    let target = uptimeo_agent::db::DbTarget::parse(&url).unwrap();
+    block_on_own_runtime(async move {
+        uptimeo_agent::db::migrations::run_pending(&target)
+            .await
+            .expect("migrate")
+    });
+    let http = TestServer::http().await;
+    let config = config_with_monitors(&http, 6);
+    connect(&url).await.batch_execute(&config).await.unwrap();
+    let rows = |sql: &'static str| {
+        let url = url.clone();
+        async move {
+            connect(&url)
+                .await
+                .query_one(sql, &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+
+    // The lease outlives the outage: checks go on throughout.
+    let mut agent = AgentProcess::run(&url, 1, &[("LEASE_TTL", "90".into())]);
+    wait_for(Duration::from_secs(20), "heartbeats stored", || async {
+        (rows("SELECT count(*) FROM api_heartbeats").await >= 12).then_some(())
+    })
+    .await;
+
+    cluster.stop();
+    let before_outage = executed_checks(&agent);
+    tokio::time::sleep(OUTAGE).await; // the outage itself
+    let during_outage = executed_checks(&agent) - before_outage;
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent still runs"
+    );
+    assert!(!agent.records_with("Failed to save heartbeat").is_empty());
+    cluster.start();
+
+    // Back: the agent writes what it held; SIGTERM then stores the last results.
+    let inserted = |agent: &AgentProcess| {
+        let records = agent.records();
+        let is_insert = |r: &&serde_json::Value| {
+            r["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Heartbeat inserted"))
+        };
+        records.iter().filter(is_insert).count()
+    };
+    let inserted_before = inserted(&agent);
+    wait_for(Duration::from_secs(30), "writes resumed", || {
+        let n = inserted(&agent);
+        async move { (n > inserted_before + during_outage).then_some(()) }
+    })
+    .await;
+    terminate(&mut agent).await;
+    let stored = rows("SELECT count(*) FROM api_heartbeats").await;
+    let duplicates =
+        rows("SELECT count(*) - count(DISTINCT (monitor_id, scheduled_at)) FROM api_heartbeats")
+            .await;
+    let total = executed_checks(&agent) as i64;
+    eprintln!(
+        "outage {OUTAGE:?}: executed before {before_outage}, during {during_outage}, \
+         total {total}; stored {stored}; duplicates {duplicates}"
+    );
+    assert!(
+        during_outage >= 6 * (OUTAGE.as_secs() as usize) / 2,
+        "checks went on"
+    );
+    assert_eq!(stored, total, "every executed check stored");
+    assert_eq!(duplicates, 0);
+}
+
+/// Cut off for longer than its lease, the agent stops its checks by its deadline and waits
+/// as a standby; when the database is back it takes the lease again, writes everything it
+/// held and resumes its checks, all without a restart: every executed check stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_lease_ends_in_standby_then_resumes() {
+    let (db, _http, proxy) = three_monitors_behind_a_proxy().await;
+    let mut agent = AgentProcess::run(&proxy.url(&db.url), 1, &[("LEASE_TTL", "3".into())]);
+    let first_epoch = agent
+        .wait_for_msg("Acquired lock for datacenter:1", Duration::from_secs(15))
+        .await["epoch"]
+        .as_i64()
+        .expect("epoch");
+    wait_for(Duration::from_secs(15), "heartbeats stored", || async {
+        (count(
+            &db,
+            "SELECT count(*) FROM api_heartbeats WHERE lease_epoch = $1",
+            first_epoch,
+        )
+        .await
+            >= 3)
+            .then_some(())
+    })
+    .await;
+
+    proxy.cut();
+    agent
+        .wait_for_msg(
+            "lease not renewed in time; stopping checks",
+            Duration::from_secs(10),
+        )
+        .await;
+    // Cut off well past the lease's expiry.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.restore();
+
+    wait_for(Duration::from_secs(30), "the lease taken again", || {
+        let n = agent.records_with("Acquired lock for datacenter:1").len();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let resumed_epoch = agent.records_with("Acquired lock for datacenter:1")[1]["epoch"]
+        .as_i64()
+        .expect("epoch");
+    const STORED: &str = "SELECT count(*) FROM api_heartbeats WHERE lease_epoch = $1";
+    wait_for(Duration::from_secs(15), "checks resumed", || async {
+        (count(&db, STORED, resumed_epoch).await >= 3).then_some(())
+    })
+    .await;
+    terminate(&mut agent).await;
+
+    let executed = executed_checks(&agent) as i64;
+    let all = "SELECT count(*) FROM api_heartbeats WHERE lease_epoch >= $1";
+    let duplicates = "SELECT count(*) - count(DISTINCT (monitor_id, scheduled_at)) \
+         FROM api_heartbeats WHERE lease_epoch >= $1";
+    let stored = count(&db, all, first_epoch).await;
+    eprintln!(
+        "outage past the lease: executed {executed}, stored {stored}, epochs {first_epoch} \
+         then {resumed_epoch}"
+    );
+    assert!(resumed_epoch > first_epoch);
+    assert_eq!(
+        stored, executed,
+        "every executed check stored, without a restart"
+    );
+    assert_eq!(count(&db, duplicates, first_epoch).await, 0);
 }

@@ -35,6 +35,7 @@ fn spec(kind: &str, url: &str) -> MonitorSpec {
             critical_ms: None,
         },
         timeout: Duration::from_secs(2),
+        http: Default::default(),
     }
 }
 
@@ -144,6 +145,7 @@ async fn tcp_with_tls_times_the_handshake() {
     let server = TestServer::https(&pki).await;
     let probe = TcpProbe::new(&ProbeConfig {
         extra_roots: vec![pki.ca_der.clone()],
+        ..ProbeConfig::default()
     })
     .unwrap();
     let url = format!("tcp://localhost:{}?tls=true", server.addr.port());
@@ -156,7 +158,7 @@ async fn tcp_with_tls_times_the_handshake() {
 #[tokio::test]
 async fn dns_query_measures_the_server_delay() {
     let server = dns_server(Duration::from_millis(120)).await;
-    let probe = DnsProbe::new().unwrap();
+    let probe = DnsProbe::new(&ProbeConfig::default()).unwrap();
     let result = probe
         .run(&spec(
             "DNS",
@@ -176,7 +178,7 @@ async fn dns_query_measures_the_server_delay() {
 #[tokio::test]
 async fn dns_failures_are_classified() {
     let server = dns_server(Duration::ZERO).await;
-    let probe = DnsProbe::new().unwrap();
+    let probe = DnsProbe::new(&ProbeConfig::default()).unwrap();
     let missing = probe
         .run(&spec("DNS", &format!("dns://{server}/nope.test")))
         .await;
@@ -233,7 +235,7 @@ async fn tcp_and_dns_monitors_run_from_the_database() {
 /// Ping to 127.0.0.1: every reply arrives, round trips recorded.
 #[tokio::test]
 async fn ping_loopback_gets_every_reply() {
-    let probe = PingProbe::new().unwrap();
+    let probe = PingProbe::new(&ProbeConfig::default()).unwrap();
     let result = probe
         .run(&spec("ICMP", "icmp://127.0.0.1?count=3&interval_ms=20"))
         .await;
@@ -250,7 +252,7 @@ async fn ping_loopback_gets_every_reply() {
 /// Concurrent pings of many monitors in one process never take each other's replies.
 #[tokio::test]
 async fn concurrent_pings_do_not_cross() {
-    let probe = Arc::new(PingProbe::new().unwrap());
+    let probe = Arc::new(PingProbe::new(&ProbeConfig::default()).unwrap());
     let runs = (0..20).map(|_| {
         let probe = probe.clone();
         async move {
@@ -326,7 +328,7 @@ impl Drop for BlackholeNamespace {
 fn ping_with_every_reply_dropped_is_down() {
     let ns = BlackholeNamespace::create();
     let (lost, control, took) = ns.run(async {
-        let probe = PingProbe::new().unwrap();
+        let probe = PingProbe::new(&ProbeConfig::default()).unwrap();
         let started = std::time::Instant::now();
         let lost = probe
             .run(&spec("ICMP", "icmp://192.0.2.2?count=2&interval_ms=50"))

@@ -227,10 +227,11 @@ mod tests {
 
     #[test]
     fn verify_modes_are_taken_out_of_urls() {
-        let (tls, rest) = TlsSettings::extract(
-            "postgres://u:p@db:5432/x?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3",
-        )
-        .unwrap();
+        let url = concat!(
+            "postgres://u:p@db:5432/x",
+            "?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3"
+        );
+        let (tls, rest) = TlsSettings::extract(url).unwrap();
         assert_eq!(tls.mode, SslMode::VerifyFull);
         assert_eq!(tls.root_cert.as_deref(), Some("/etc/ca.pem"));
         assert_eq!(

@@ -23,7 +23,7 @@ use hickory_resolver::TokioResolver;
 use serde_json::json;
 
 use super::measure::Measurement;
-use super::{net, MonitorSpec, Probe, ProbeSetupError};
+use super::{net, MonitorSpec, Probe, ProbeConfig, ProbeSetupError};
 use crate::heartbeat::{CheckFailure, CheckResult, ErrorKind};
 
 /// Runs DNS monitors.
@@ -85,9 +85,9 @@ impl DnsTarget {
 
 impl DnsProbe {
     /// Reads the system's resolver configuration.
-    pub fn new() -> Result<Self, ProbeSetupError> {
+    pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
         Ok(Self {
-            system: net::system_resolver()?,
+            system: net::resolver(config)?,
         })
     }
 

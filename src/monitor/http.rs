@@ -23,18 +23,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
-use super::{MonitorSpec, Probe, ProbeConfig, ProbeSetupError};
+use super::measure::Measurement;
+use super::{net, MonitorSpec, Probe, ProbeConfig, ProbeSetupError};
 use crate::heartbeat::{CheckDetails, CheckFailure, CheckResult, ErrorKind, PhaseTimings};
 use connect::{connect_any, connect_order, Target};
 use message::{build_request, http_failure, read_response, HopOutcome};
@@ -57,58 +55,21 @@ pub struct HttpProbe {
 impl HttpProbe {
     /// Reads the system's resolver configuration and CA bundle.
     pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
-        let mut builder = match config.dns_server {
-            None => TokioResolver::builder_tokio()
-                .map_err(|e| ProbeSetupError::Resolver(e.to_string()))?,
-            Some(server) => {
-                let servers =
-                    NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
-                TokioResolver::builder_with_config(
-                    ResolverConfig::from_parts(None, Vec::new(), servers),
-                    TokioConnectionProvider::default(),
-                )
-            }
-        };
-        let options = builder.options_mut();
-        // Every check resolves anew, as curl does.
-        options.cache_size = 0;
-        // Both families, so that either can stand in for the other (see `connect_order`).
-        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         Ok(Self {
-            resolver: builder.build(),
+            resolver: net::resolver(config)?,
             tls: tls::TlsConfigs::new(config)?,
         })
     }
 
     /// Runs one check of `spec` (also used by tests and the `check` subcommand).
     pub async fn run(&self, spec: &MonitorSpec) -> CheckResult {
-        let mut m = Measurement {
-            start: Instant::now(),
-            phase: "dns lookup",
-            result: CheckResult {
-                started_at: Utc::now(),
-                ..CheckResult::default()
-            },
-        };
+        let mut m = Measurement::begin("dns lookup");
         let outcome = tokio::time::timeout(spec.timeout, self.follow(spec, &mut m)).await;
-        let failure = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(failure)) => Some(failure),
-            Err(_) => Some(CheckFailure::new(
-                ErrorKind::Timeout,
-                format!(
-                    "no complete response within {:?} (timed out during {})",
-                    spec.timeout, m.phase
-                ),
-            )),
-        };
-        let mut result = m.result;
-        if result.timings.total.is_none() {
-            // A failed check still says how long it took before it failed.
-            result.timings.total = Some(m.start.elapsed());
+        let mut result = m.finish(outcome, spec.timeout);
+        if result.failure.is_some() {
+            return result;
         }
-        result.failure = failure.or_else(|| {
-            let code = result.status_code?;
+        result.failure = result.status_code.and_then(|code| {
             (!(200..300).contains(&code))
                 .then(|| CheckFailure::new(ErrorKind::Http, format!("HTTP status {code}")))
         });
@@ -238,13 +199,6 @@ impl Probe for HttpProbe {
     fn check(self: Arc<Self>, spec: Arc<MonitorSpec>) -> BoxFuture<'static, CheckResult> {
         async move { self.run(&spec).await }.boxed()
     }
-}
-
-/// A check in progress: when it started, which phase it is in, what it found so far.
-struct Measurement {
-    start: Instant,
-    phase: &'static str,
-    result: CheckResult,
 }
 
 impl Measurement {

@@ -128,8 +128,8 @@ impl ProbeSet {
         Ok(Self {
             http: Arc::new(http::HttpProbe::new(config)?),
             tcp: Arc::new(tcp::TcpProbe::new(config)?),
-            dns: Arc::new(dns::DnsProbe::new()?),
-            ping: Arc::new(ping::PingProbe::new()?),
+            dns: Arc::new(dns::DnsProbe::new(config)?),
+            ping: Arc::new(ping::PingProbe::new(config)?),
         })
     }
 

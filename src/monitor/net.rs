@@ -3,18 +3,34 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
 use tokio::net::TcpStream;
 
 use super::ProbeSetupError;
 use crate::heartbeat::{CheckFailure, ErrorKind};
 
-/// A resolver reading `/etc/hosts` and `/etc/resolv.conf`, with no cache: every check resolves
-/// anew, as curl does.
-pub fn system_resolver() -> Result<TokioResolver, ProbeSetupError> {
-    let mut builder =
-        TokioResolver::builder_tokio().map_err(|e| ProbeSetupError::Resolver(e.to_string()))?;
-    builder.options_mut().cache_size = 0;
+/// The resolver every probe uses: `/etc/hosts`, then the configured DNS server or else the
+/// resolvers of `/etc/resolv.conf`; both address families; no cache, so that every check
+/// resolves anew, as curl does.
+pub fn resolver(config: &super::ProbeConfig) -> Result<TokioResolver, ProbeSetupError> {
+    let mut builder = match config.dns_server {
+        None => {
+            TokioResolver::builder_tokio().map_err(|e| ProbeSetupError::Resolver(e.to_string()))?
+        }
+        Some(server) => {
+            let servers =
+                NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, Vec::new(), servers),
+                TokioConnectionProvider::default(),
+            )
+        }
+    };
+    let options = builder.options_mut();
+    options.cache_size = 0;
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     Ok(builder.build())
 }
 

@@ -26,7 +26,7 @@ use surge_ping::{Client, Config, PingIdentifier, PingSequence, ICMP};
 use tokio::sync::OnceCell;
 
 use super::measure::Measurement;
-use super::{net, MonitorSpec, Probe, ProbeSetupError};
+use super::{net, MonitorSpec, Probe, ProbeConfig, ProbeSetupError};
 use crate::heartbeat::{CheckFailure, CheckResult, ErrorKind};
 
 /// Default number of echo requests per check.
@@ -91,11 +91,11 @@ impl PingTarget {
 
 impl PingProbe {
     /// Reads the system's resolver configuration; sockets are opened at the first check.
-    pub fn new() -> Result<Self, ProbeSetupError> {
+    pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
         let seed =
             (std::process::id() as u16) ^ (chrono::Utc::now().timestamp_subsec_nanos() as u16);
         Ok(Self {
-            resolver: net::system_resolver()?,
+            resolver: net::resolver(config)?,
             v4: OnceCell::new(),
             v6: OnceCell::new(),
             next_ident: AtomicU16::new(seed),

@@ -80,7 +80,7 @@ impl TcpProbe {
     /// Reads the system's resolver configuration and CA bundle.
     pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
         Ok(Self {
-            resolver: net::system_resolver()?,
+            resolver: net::resolver(config)?,
             tls: net::tls_config(config, Vec::new())?,
         })
     }

@@ -458,10 +458,13 @@ pub fn url_via(url: &str, host_port: &str) -> String {
 }
 
 /// A loopback TCP proxy. While cut, it closes every open connection and closes new ones as
-/// soon as they are accepted, as a server that went away would.
+/// soon as they are accepted, as a server that went away would. While blackholed, it keeps
+/// every connection open but forwards nothing (no FIN, no RST), as a network that silently
+/// drops packets would; what it holds is forwarded once restored.
 pub struct TcpProxy {
     pub addr: SocketAddr,
     cut: Arc<std::sync::atomic::AtomicBool>,
+    blackhole: Arc<std::sync::atomic::AtomicBool>,
     connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -472,96 +475,43 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let blackhole = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let connections = Arc::new(Mutex::new(Vec::new()));
-        let (is_cut, open) = (cut.clone(), connections.clone());
+        let (is_cut, open, held) = (cut.clone(), connections.clone(), blackhole.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 if is_cut.load(Ordering::SeqCst) {
                     continue; // dropped: closed at once
                 }
-                let target = target.clone();
+                let (target, held) = (target.clone(), held.clone());
                 let forward = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let (from_client, to_client) = inbound.into_split();
+                        let (from_server, to_server) = outbound.into_split();
+                        tokio::join!(
+                            pump(from_client, to_server, held.clone()),
+                            pump(from_server, to_client, held)
+                        );
                     }
                 });
                 open.lock().expect("connections").push(forward);
-
-// Probe fixtures: certificates of any name and validity, scripted raw TCP servers, and the
-// monitor spec and probe the in-process probe tests run.
-// ---------------------------------------------------------------------------------------------
-
-impl TestPki {
-    /// A CA and a leaf for `names` (DNS names or IP addresses) signed by it; the leaf expired
-    /// on 2021-01-01 when `expired`, else valid until rcgen's far-future default.
-    pub fn with_leaf(names: &[&str], expired: bool) -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-        let ca_key = KeyPair::generate().expect("ca key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "uptimeo test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut leaf_params = CertificateParams::new(names).expect("leaf params");
-        if expired {
-            leaf_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            leaf_params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let leaf = leaf_params
-            .signed_by(&leaf_key, &issuer)
-            .expect("leaf cert");
-
-        let ca_file = tempfile::NamedTempFile::new().expect("ca file");
-        std::fs::write(ca_file.path(), ca_cert.pem()).expect("write ca");
-        Self {
-            ca_der: ca_cert.der().clone(),
-            ca_file,
-            server_chain: vec![leaf.der().clone()],
-            server_key_der: leaf_key.serialize_der(),
-        }
-    }
-}
-
-/// A raw TCP server on 127.0.0.1 that runs a script on each connection it accepts, and counts
-/// them. For targets that misbehave below HTTP: silence, banners, endless headers.
-pub struct ScriptedServer {
-    pub addr: SocketAddr,
-    pub connections: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ScriptedServer {
-    /// Starts the server; `script` gets each accepted connection and its index (0, 1, ...).
-    pub async fn start<F, Fut>(script: F) -> Self
-    where
-        F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counter = connections.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let index = counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(script(stream, index));
             }
         });
         Self {
             addr,
             cut,
-
+            blackhole,
             connections,
             task,
         }
+    }
+
+    /// Stops forwarding, silently, until [`TcpProxy::restore`].
+    pub fn blackhole(&self) {
+        self.blackhole.store(true, Ordering::SeqCst);
     }
 
     /// `url` (a postgres URL) through this proxy.
@@ -577,40 +527,39 @@ impl ScriptedServer {
         }
     }
 
-    /// Forwards new connections again.
+    /// Forwards again (new connections after a cut; held data after a blackhole).
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.blackhole.store(false, Ordering::SeqCst);
     }
+}
+
+/// Copies one direction of a proxied connection, holding the data while `held` is set.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    held: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while held.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.cut();
-
-    /// Starts a server that reads each request head, then writes `bytes` and closes.
-    pub async fn answering(bytes: &'static [u8]) -> Self {
-        Self::start(move |mut stream, _| async move {
-            use tokio::io::AsyncWriteExt;
-            if read_request_head(&mut stream).await.is_some() {
-                let _ = stream.write_all(bytes).await;
-                let _ = stream.shutdown().await;
-            }
-        })
-        .await
-    }
-
-    /// `http://127.0.0.1:PORT{path}`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.addr.port())
-    }
-
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for ScriptedServer {
-    fn drop(&mut self) {
         self.task.abort();
     }
 }
@@ -624,19 +573,25 @@ impl Drop for ScriptedServer {
 pub struct PgCluster {
     pub port: u16,
     dir: tempfile::TempDir,
+    ssl: bool,
 }
 
 impl PgCluster {
+    /// A cluster without TLS, trusting every local connection.
+    pub fn start_plain() -> Self {
+        let (dir, data) = Self::init();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.0/8 trust\n",
+        )
+        .expect("pg_hba.conf");
+        Self::start_in(dir, false)
+    }
+
     /// A cluster with TLS on, serving `pki`'s certificate, that refuses TCP connections
     /// without TLS.
     pub fn start_tls(pki: &TestPki) -> Self {
-        let dir = tempfile::tempdir().expect("cluster dir");
-        let data = dir.path().join("data");
-        pg_command(
-            "initdb",
-            &["-D", path_str(&data), "-U", "postgres", "-A", "trust"],
-            &dir,
-        );
+        let (dir, data) = Self::init();
 
         let chain: String = pki
             .server_chain
@@ -661,10 +616,25 @@ impl PgCluster {
             .args(["600", path_str(&data.join("server.key"))])
             .status()
             .expect("chmod");
+        Self::start_in(dir, true)
+    }
 
+    fn init() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let data = dir.path().join("data");
+        pg_command(
+            "initdb",
+            &["-D", path_str(&data), "-U", "postgres", "-A", "trust"],
+            &dir,
+        );
+        (dir, data)
+    }
+
+    fn start_in(dir: tempfile::TempDir, ssl: bool) -> Self {
         let cluster = Self {
             port: refused_port(),
             dir,
+            ssl,
         };
         cluster.start();
         cluster
@@ -673,9 +643,10 @@ impl PgCluster {
     /// Starts the server (again) and waits until it accepts connections.
     pub fn start(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1,127.0.0.2 -c ssl=on -c max_connections=40",
+            "-p {} -k {} -c listen_addresses=127.0.0.1,127.0.0.2 -c ssl={} -c max_connections=40",
             self.port,
-            path_str(self.dir.path())
+            path_str(self.dir.path()),
+            if self.ssl { "on" } else { "off" }
         );
         let data = self.dir.path().join("data");
         let log = self.dir.path().join("server.log");
@@ -804,6 +775,149 @@ pub fn pem(label: &str, der: &[u8]) -> String {
         "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
         lines.join("\n")
     )
+}
+
+/// The first column of every row `sql` returns, on the database of `url`.
+pub async fn first_column<T>(url: &str, sql: &str) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    connect(url)
+        .await
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// SQL for `BASE_CONFIG` plus monitors `1..=count` of datacenter 1, each checking its own
+/// path (`/m<id>`) of `server`.
+pub fn config_with_monitors(server: &TestServer, count: i32) -> String {
+    let mut sql = BASE_CONFIG.to_string();
+    for id in 1..=count {
+        let url = server.url("http", "127.0.0.1", &format!("/m{id}"));
+        sql.push_str(&monitor_sql(id, &format!("m{id}"), "HTTP", &url));
+    }
+    sql
+}
+
+/// Checks the agent logged as executed (succeeded or failed).
+pub fn executed_checks(agent: &AgentProcess) -> usize {
+    agent.records_with("check finished").len()
+        + agent.records_with("Monitor execution failed").len()
+}
+
+/// SIGTERM, then waits (at most 10 s) for the exit.
+pub async fn terminate(agent: &mut AgentProcess) -> ExitStatus {
+    agent.signal("TERM");
+    agent
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits within 10 s of SIGTERM")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probe fixtures: certificates of any name and validity, scripted raw TCP servers, and the
+// monitor spec and probe the in-process probe tests run.
+// ---------------------------------------------------------------------------------------------
+
+impl TestPki {
+    /// A CA and a leaf for `names` (DNS names or IP addresses) signed by it; the leaf expired
+    /// on 2021-01-01 when `expired`, else valid until rcgen's far-future default.
+    pub fn with_leaf(names: &[&str], expired: bool) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "uptimeo test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut leaf_params = CertificateParams::new(names).expect("leaf params");
+        if expired {
+            leaf_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            leaf_params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf cert");
+
+        let ca_file = tempfile::NamedTempFile::new().expect("ca file");
+        std::fs::write(ca_file.path(), ca_cert.pem()).expect("write ca");
+        Self {
+            ca_der: ca_cert.der().clone(),
+            ca_file,
+            server_chain: vec![leaf.der().clone()],
+            server_key_der: leaf_key.serialize_der(),
+        }
+    }
+}
+
+/// A raw TCP server on 127.0.0.1 that runs a script on each connection it accepts, and counts
+/// them. For targets that misbehave below HTTP: silence, banners, endless headers.
+pub struct ScriptedServer {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedServer {
+    /// Starts the server; `script` gets each accepted connection and its index (0, 1, ...).
+    pub async fn start<F, Fut>(script: F) -> Self
+    where
+        F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let index = counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(script(stream, index));
+            }
+        });
+        Self {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    /// Starts a server that reads each request head, then writes `bytes` and closes.
+    pub async fn answering(bytes: &'static [u8]) -> Self {
+        Self::start(move |mut stream, _| async move {
+            use tokio::io::AsyncWriteExt;
+            if read_request_head(&mut stream).await.is_some() {
+                let _ = stream.write_all(bytes).await;
+                let _ = stream.shutdown().await;
+            }
+        })
+        .await
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// Reads a request head up to its blank line; `None` if the peer closed first. Returns the
 /// head as text.
