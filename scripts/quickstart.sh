@@ -8,5 +8,6 @@ cd "$(dirname "$0")/.."
 export DB_CONN_STRING="${DB_CONN_STRING:-postgres://postgres@127.0.0.1:5432/uptimeo}"
 export DATACENTER_ID="${DATACENTER_ID:-1}"
 cargo build --release --quiet
-./target/release/uptimeo-agent migrate --create-database --sample
-exec ./target/release/uptimeo-agent run
+agent="${CARGO_TARGET_DIR:-target}/release/uptimeo-agent"
+"$agent" migrate --create-database --sample
+exec "$agent" run
