@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use slog::error;
+use slog::crit;
 use uptimeo_agent::settings::{Cli, Command};
 use uptimeo_agent::{agent, check, logging};
 
@@ -25,7 +25,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!(log, "agent failed"; "error" => format!("{e:#}"));
+            // Critical, so that no LOG_LEVEL hides why the process ends.
+            crit!(log, "agent failed"; "error" => format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -35,7 +35,7 @@ pub const DEFAULT_CHECK_TIMEOUT_SECS: &str = "10";
 #[command(
     name = "uptimeo-agent",
     version,
-    about = "Runs HTTP checks for one datacenter and stores timed heartbeats in PostgreSQL"
+    about = "Runs the HTTP, TCP, DNS and ping checks of one datacenter and stores timed heartbeats in PostgreSQL"
 )]
 pub struct Cli {
     /// What to do (default: run).
@@ -136,7 +136,7 @@ pub struct RunArgs {
           value_parser = parse_seconds)]
     pub config_reload_interval: Duration,
 
-    /// Port of the /healthz endpoint on all interfaces; 0 disables it.
+    /// Port of /healthz, /readyz and /metrics on all interfaces; 0 disables it.
     #[arg(long, env = "HEALTH_PORT", default_value = DEFAULT_HEALTH_PORT)]
     pub health_port: u16,
 

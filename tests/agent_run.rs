@@ -444,7 +444,7 @@ async fn bad_settings_fail_with_one_clear_line() {
         );
         let errors = lines
             .iter()
-            .filter(|l| l.contains("\"ERRO\"") || l.starts_with("error:"))
+            .filter(|l| l.contains("\"CRIT\"") || l.contains("\"ERRO\"") || l.starts_with("error:"))
             .count();
         assert_eq!(errors, 1, "{lines:?}");
     }

@@ -154,8 +154,7 @@ impl ConfigReloadActor {
     }
 
     fn datacenter_missing(&mut self) {
-        error!(self.log, "datacenter no longer exists; stopping checks";
-            "datacenter_id" => self.datacenter_id);
+        error!(self.log, "datacenter no longer exists; stopping checks");
         if self.last_fingerprint != Some(0) {
             self.last_fingerprint = Some(0);
             self.supervisor.do_send(ConfigChanged { specs: Vec::new() });

@@ -154,8 +154,7 @@ impl SupervisorActor {
                     } = &mut act.lease
                     {
                         *announced = true;
-                        info!(act.log, "waiting as standby: another agent holds the lock";
-                            "datacenter_id" => act.claimant.datacenter_id);
+                        info!(act.log, "waiting as standby: another agent holds the lock");
                     }
                 }
                 Err(e) => {
@@ -171,7 +170,7 @@ impl SupervisorActor {
 
     fn become_active(&mut self, epoch: i64, sent: Instant, ctx: &mut Context<Self>) {
         info!(self.log, "Acquired lock for datacenter:{}", self.claimant.datacenter_id;
-            "datacenter_id" => self.claimant.datacenter_id, "epoch" => epoch);
+            "epoch" => epoch);
         self.metrics.record_lease(LeaseRole::Active, Some(epoch));
         self.lease = LeaseState::Active {
             epoch,
@@ -209,7 +208,7 @@ impl SupervisorActor {
                 }
                 Ok(false) => {
                     error!(act.log, "lease lost: superseded or removed; stopping checks";
-                        "datacenter_id" => act.claimant.datacenter_id, "epoch" => epoch);
+                        "epoch" => epoch);
                     act.step_down(ctx);
                     act.schedule_tick(act.timing.standby_retry, ctx);
                 }
@@ -231,7 +230,7 @@ impl SupervisorActor {
             if let LeaseState::Active { deadline, epoch } = act.lease {
                 if Instant::now() >= deadline {
                     error!(act.log, "lease not renewed in time; stopping checks";
-                        "datacenter_id" => act.claimant.datacenter_id, "epoch" => epoch);
+                        "epoch" => epoch);
                     act.step_down(ctx);
                 }
             }
