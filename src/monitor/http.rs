@@ -12,10 +12,10 @@
 //! Names resolve to both families; the addresses are tried IPv4 first, then IPv6, each but the
 //! last for at most its share of the time left, and the connect phase covers all attempts.
 
-mod connect;
 mod decode;
 mod message;
 mod redirect;
+mod target;
 mod tls;
 
 use std::future::Future;
@@ -34,9 +34,10 @@ use tokio_rustls::TlsConnector;
 use super::measure::Measurement;
 use super::{net, MonitorSpec, Probe, ProbeConfig, ProbeSetupError};
 use crate::heartbeat::{CheckDetails, CheckFailure, CheckResult, ErrorKind, PhaseTimings};
-use connect::{connect_any, connect_order, Target};
 use message::{build_request, http_failure, read_response, HopOutcome};
+use net::{connect_any, connect_order};
 use redirect::Hop;
+use target::Target;
 
 /// Most body bytes read from one response.
 pub const BODY_READ_CAP: u64 = 16 * 1024 * 1024;

@@ -2,6 +2,7 @@
 //! addresses, each timed by the caller.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
@@ -50,12 +51,39 @@ pub async fn resolve(
     Ok((lookup.iter().collect(), true))
 }
 
-/// Connects to the first address that accepts, trying them in order.
-pub async fn connect_any(addrs: &[IpAddr], port: u16) -> Result<TcpStream, CheckFailure> {
+/// The order addresses are tried in: IPv4 first, as with the resolver's default (A records
+/// only when there are some), then IPv6, each family in the order it was answered.
+pub fn connect_order(addrs: impl Iterator<Item = IpAddr>) -> Vec<IpAddr> {
+    let (mut v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = addrs.partition(IpAddr::is_ipv4);
+    v4.extend(v6);
+    v4
+}
+
+/// Connects to the first address that accepts. Each address but the last may take at most an
+/// equal share of `budget`, so that one silent address (a dead AAAA) leaves time for the next;
+/// the last may use whatever remains (the check's own timeout stops it).
+pub async fn connect_any(
+    addrs: &[IpAddr],
+    port: u16,
+    budget: Duration,
+) -> Result<TcpStream, CheckFailure> {
+    let share = budget / u32::try_from(addrs.len().max(1)).unwrap_or(u32::MAX);
     let mut errors = Vec::new();
-    for ip in addrs {
+    for (i, ip) in addrs.iter().enumerate() {
         let addr = SocketAddr::new(*ip, port);
-        match TcpStream::connect(addr).await {
+        let attempt = TcpStream::connect(addr);
+        let outcome = if i + 1 < addrs.len() {
+            match tokio::time::timeout(share, attempt).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    errors.push(format!("{addr}: no answer within {share:?}"));
+                    continue;
+                }
+            }
+        } else {
+            attempt.await
+        };
+        match outcome {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
@@ -80,15 +108,7 @@ pub fn tls_config(
     config: &super::ProbeConfig,
     alpn: Vec<Vec<u8>>,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, ProbeSetupError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // Unreadable system certificates are skipped; the webpki roots remain.
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    for cert in &config.extra_roots {
-        roots
-            .add(cert.clone())
-            .map_err(|e| ProbeSetupError::Tls(e.to_string()))?;
-    }
+    let roots = root_store(config)?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -97,4 +117,56 @@ pub fn tls_config(
         .with_no_client_auth();
     tls.alpn_protocols = alpn;
     Ok(std::sync::Arc::new(tls))
+}
+
+/// The roots every probe trusts: the webpki roots, the system's CA bundle (or `SSL_CERT_FILE`)
+/// and the configured extra roots. Unreadable system certificates are skipped.
+pub fn root_store(config: &super::ProbeConfig) -> Result<rustls::RootCertStore, ProbeSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    for cert in &config.extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| ProbeSetupError::Tls(e.to_string()))?;
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_addresses_are_tried_first() {
+        let ips: Vec<IpAddr> = ["::1", "127.0.0.2", "fe80::1", "127.0.0.1"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        let order: Vec<String> = connect_order(ips.into_iter())
+            .iter()
+            .map(IpAddr::to_string)
+            .collect();
+        assert_eq!(order, ["127.0.0.2", "127.0.0.1", "::1", "fe80::1"]);
+    }
+
+    /// A refused first address is skipped for the next, and both attempts are reported when
+    /// all fail.
+    #[tokio::test]
+    async fn every_address_is_tried_in_order() {
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = live.local_addr().unwrap().port();
+        // Nothing listens on ::1 at this port (the listener is IPv4 only).
+        let addrs: Vec<IpAddr> = vec!["::1".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+        let stream = connect_any(&addrs, port, Duration::from_secs(2))
+            .await
+            .expect("the second address accepts");
+        assert_eq!(stream.peer_addr().unwrap().ip(), addrs[1]);
+        drop(live);
+        let failure = connect_any(&addrs, port, Duration::from_secs(2))
+            .await
+            .expect_err("both refuse");
+        assert_eq!(failure.kind, ErrorKind::Connect);
+        assert!(failure.message.contains("[::1]") && failure.message.contains("127.0.0.1"));
+    }
 }

@@ -104,7 +104,8 @@ impl TcpProbe {
 
         m.phase = "tcp connect";
         let t = Instant::now();
-        let stream = net::connect_any(&addrs, target.port).await?;
+        let addrs = net::connect_order(addrs.into_iter());
+        let stream = net::connect_any(&addrs, target.port, spec.timeout).await?;
         m.result.timings.connect = Some(t.elapsed());
 
         if !target.tls {

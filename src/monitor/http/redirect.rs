@@ -3,7 +3,7 @@
 
 use http::{Method, StatusCode};
 
-use super::connect::Target;
+use super::target::Target;
 
 /// True for the statuses whose `Location` is followed.
 pub(super) fn is_redirect(status: StatusCode) -> bool {

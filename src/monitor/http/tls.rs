@@ -23,15 +23,7 @@ impl TlsConfigs {
     /// Trusts the webpki roots, the system's CA bundle and `config.extra_roots`; offers ALPN
     /// h2 and http/1.1.
     pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        // Unreadable system certificates are skipped; the webpki roots remain.
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        for cert in &config.extra_roots {
-            roots
-                .add(cert.clone())
-                .map_err(|e| ProbeSetupError::Tls(e.to_string()))?;
-        }
+        let roots = crate::monitor::net::root_store(config)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = || {
             ClientConfig::builder_with_provider(provider.clone())
