@@ -16,26 +16,12 @@ use uptimeo_agent::heartbeat::ErrorKind;
 use uptimeo_agent::monitor::dns::DnsProbe;
 use uptimeo_agent::monitor::ping::PingProbe;
 use uptimeo_agent::monitor::tcp::TcpProbe;
-use uptimeo_agent::monitor::{MonitorSpec, ProbeConfig, Schedule};
+use uptimeo_agent::monitor::{MonitorSpec, ProbeConfig};
 
 fn spec(kind: &str, url: &str) -> MonitorSpec {
     MonitorSpec {
-        id: 1,
-        name: "t".into(),
         kind: kind.into(),
-        method: http::Method::GET,
-        url: url.into(),
-        headers: Vec::new(),
-        body: None,
-        schedule: Schedule {
-            id: 1,
-            interval: Duration::from_secs(2),
-            include_response_body: false,
-            warning_ms: None,
-            critical_ms: None,
-        },
-        timeout: Duration::from_secs(2),
-        http: Default::default(),
+        ..probe_spec(url, Duration::from_secs(2))
     }
 }
 

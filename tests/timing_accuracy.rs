@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use uptimeo_agent::heartbeat::PhaseTimings;
 use uptimeo_agent::monitor::http::HttpProbe;
-use uptimeo_agent::monitor::{MonitorSpec, ProbeConfig, Schedule};
+use uptimeo_agent::monitor::{MonitorSpec, ProbeConfig};
 
 const RUNS: usize = 5;
 const TOLERANCE: Duration = Duration::from_millis(2);
@@ -109,24 +109,7 @@ async fn respond<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 }
 
 fn spec(url: &str) -> MonitorSpec {
-    MonitorSpec {
-        id: 1,
-        name: "timing".into(),
-        kind: "HTTP".into(),
-        method: http::Method::GET,
-        url: url.into(),
-        headers: Vec::new(),
-        body: None,
-        schedule: Schedule {
-            id: 1,
-            interval: Duration::from_secs(10),
-            include_response_body: false,
-            warning_ms: None,
-            critical_ms: None,
-        },
-        timeout: Duration::from_secs(5),
-        http: Default::default(),
-    }
+    probe_spec(url, Duration::from_secs(5))
 }
 
 /// Runs the check `RUNS` times; asserts that the median gap between `phase` and the delay
