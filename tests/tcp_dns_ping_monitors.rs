@@ -308,7 +308,8 @@ impl Drop for BlackholeNamespace {
     }
 }
 
-/// Every reply dropped: down with a timeout, at the monitor's timeout; a working address in
+/// Every reply dropped: down with a timeout, at the monitor's timeout (less the 50 ms the probe
+/// keeps to report its count); a working address in
 /// the same namespace is up (the control).
 #[test]
 fn ping_with_every_reply_dropped_is_down() {
@@ -329,7 +330,7 @@ fn ping_with_every_reply_dropped_is_down() {
     assert_eq!(failure.kind, ErrorKind::Timeout, "{}", failure.message);
     assert!(failure.message.contains("all lost"), "{}", failure.message);
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(3),
         "{took:?}"
     );
     assert!(control.success(), "{:?}", control.failure);

@@ -31,6 +31,8 @@ use crate::heartbeat::{CheckFailure, CheckResult, ErrorKind};
 
 /// Default number of echo requests per check.
 pub const DEFAULT_COUNT: u32 = 3;
+/// How long before the monitor's timeout the waiting for replies stops, to report them.
+const REPORT_MARGIN: Duration = Duration::from_millis(50);
 /// Default time between two echo requests.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -142,7 +144,9 @@ impl PingProbe {
         m.phase = "waiting for echo replies";
         let ident = PingIdentifier(self.next_ident.fetch_add(1, Ordering::Relaxed));
         let first_seq = ident.0.wrapping_mul(31);
-        let deadline = m.start + spec.timeout;
+        // Replies are awaited until just before the monitor's timeout, so that the check ends
+        // with its own count of lost packets rather than racing the outer timeout.
+        let deadline = m.start + spec.timeout - (spec.timeout / 20).min(REPORT_MARGIN);
         let payload = [0u8; 16];
         let requests = (0..target.count).map(|i| async move {
             tokio::time::sleep(target.interval * i).await;
