@@ -1,7 +1,7 @@
 //! The `check` subcommand: one check of a URL, now, without a database, printed as a
 //! waterfall of its phases (or, with `--json`, as the heartbeat row the agent would store).
 //!
-//! The row is the agent's own [`CheckResult::to_row`] of a monitor built from the flags, with
+//! The row is the agent's own [`CheckResult::into_row`] of a monitor built from the flags, with
 //! the fields only a running agent knows left null: `monitor_id`, `agent_id`, `lease_epoch`,
 //! `scheduled_at`, and the thresholds (no schedule).
 
@@ -100,7 +100,7 @@ pub fn row(result: &CheckResult, spec: &MonitorSpec) -> crate::db::heartbeats::N
         lease_epoch: 0,
         scheduled_at: Utc::now(),
     };
-    let mut row = result.to_row(spec, ctx);
+    let mut row = result.clone().into_row(spec, ctx);
     row.monitor_id = None;
     row.agent_id = None;
     row.lease_epoch = None;

@@ -216,13 +216,21 @@ impl CheckResult {
     }
 
     /// The row stored for this result.
-    pub fn to_row(&self, spec: &MonitorSpec, ctx: RowContext) -> NewHeartbeat {
-        let t = &self.timings;
+    pub fn into_row(self, spec: &MonitorSpec, ctx: RowContext) -> NewHeartbeat {
+        // Derived figures first; then the JSON values move into the row instead of being copied.
+        let status = self.status(spec).as_str().to_string();
+        let success = self.success();
+        let details = self.details_json();
+        let t = self.timings;
+        let (error_type, error_message) = match self.failure {
+            Some(f) => (Some(f.kind.as_str().to_string()), Some(f.message)),
+            None => (None, self.degraded),
+        };
         NewHeartbeat {
             monitor_id: Some(spec.id),
             agent_id: Some(ctx.agent_id),
             executed_at: self.started_at.naive_utc(),
-            success: Some(self.success()),
+            success: Some(success),
             response_time_ms: millis(t.total),
             response_size_bytes: self.size_bytes.map(|s| s.min(i32::MAX as u64) as i32),
             response_status_code: self.status_code.map(i32::from),
@@ -235,19 +243,15 @@ impl CheckResult {
             time_to_first_byte_ms: millis(t.first_byte),
             warning_threshold_ms: spec.schedule.warning_ms,
             critical_threshold_ms: spec.schedule.critical_ms,
-            error_type: self.failure.as_ref().map(|f| f.kind.as_str().to_string()),
-            error_message: self
-                .failure
-                .as_ref()
-                .map(|f| f.message.clone())
-                .or_else(|| self.degraded.clone()),
-            raw_request_headers: self.request_headers.clone(),
-            raw_response_headers: self.response_headers.clone(),
-            raw_response_body: self.body.clone(),
-            status: Some(self.status(spec).as_str().to_string()),
+            error_type,
+            error_message,
+            raw_request_headers: self.request_headers,
+            raw_response_headers: self.response_headers,
+            raw_response_body: self.body,
+            status: Some(status),
             lease_epoch: Some(ctx.lease_epoch),
             scheduled_at: Some(ctx.scheduled_at.naive_utc()),
-            details: Some(self.details_json()),
+            details: Some(details),
         }
     }
 

@@ -182,19 +182,7 @@ async fn run_stores_timed_heartbeats_for_http_https_and_refused_port() {
 async fn sigterm_exits_quickly_and_loses_nothing() {
     let db = TestDb::migrated();
     let http = TestServer::http().await;
-    db.execute(BASE_CONFIG);
-    db.execute(&monitor_sql(
-        1,
-        "a",
-        "HTTP",
-        &http.url("http", "127.0.0.1", "/a"),
-    ));
-    db.execute(&monitor_sql(
-        2,
-        "b",
-        "HTTP",
-        &http.url("http", "127.0.0.1", "/b"),
-    ));
+    db.execute(&config_with_monitors(&http, 2));
     // A long flush delay: results are still buffered when the signal comes.
     let mut agent = AgentProcess::run(&db.url, 1, &[("WRITE_FLUSH_DELAY_MS", "60000".into())]);
     wait_for(Duration::from_secs(20), "three finished checks", || {
@@ -239,19 +227,7 @@ async fn sigterm_exits_quickly_and_loses_nothing() {
 async fn standby_takes_over_after_sigkill_without_overlap() {
     let db = TestDb::migrated();
     let http = TestServer::http().await;
-    db.execute(BASE_CONFIG);
-    db.execute(&monitor_sql(
-        1,
-        "a",
-        "HTTP",
-        &http.url("http", "127.0.0.1", "/a"),
-    ));
-    db.execute(&monitor_sql(
-        2,
-        "b",
-        "HTTP",
-        &http.url("http", "127.0.0.1", "/b"),
-    ));
+    db.execute(&config_with_monitors(&http, 2));
 
     // The default lease timing (LEASE_TTL 5 s, standby retry 1 s) must meet the 10 s bound.
     let defaults = [

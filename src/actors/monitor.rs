@@ -125,7 +125,17 @@ impl MonitorActor {
     }
 
     fn record(&mut self, result: CheckResult, slot: DateTime<Utc>) {
-        let row = result.to_row(
+        let status = result.status(&self.spec).as_str();
+        self.metrics
+            .record_check(&self.spec.kind, Some(status), &result, slot);
+        match &result.failure {
+            Some(failure) => warn!(self.log, "Monitor execution failed";
+                "monitor_name" => %self.name, "error_type" => failure.kind.as_str(),
+                "error" => %failure.message, "status_code" => result.status_code),
+            None => debug!(self.log, "check finished"; "status" => status,
+                "response_time_ms" => result.timings.total.map(|d| d.as_millis() as u64)),
+        }
+        let row = result.into_row(
             &self.spec,
             RowContext {
                 agent_id: self.agent_id,
@@ -133,16 +143,6 @@ impl MonitorActor {
                 scheduled_at: slot,
             },
         );
-        let status = row.status.as_deref();
-        self.metrics
-            .record_check(&self.spec.kind, status, &result, slot);
-        match &result.failure {
-            Some(failure) => warn!(self.log, "Monitor execution failed";
-                "monitor_name" => %self.name, "error_type" => failure.kind.as_str(),
-                "error" => %failure.message, "status_code" => result.status_code),
-            None => debug!(self.log, "check finished";
-                "status" => row.status.as_deref(), "response_time_ms" => row.response_time_ms),
-        }
         self.writer.do_send(RecordHeartbeat(PendingHeartbeat {
             row,
             monitor_name: self.name.clone(),
