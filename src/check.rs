@@ -12,7 +12,9 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::heartbeat::{CheckResult, RowContext};
+use crate::monitor::expect::{BodyMatch, Expectations};
 use crate::monitor::http::HttpProbe;
+use crate::monitor::net::IpFamily;
 use crate::monitor::{HttpOptions, MonitorSpec, Probe, ProbeConfig, Schedule};
 use crate::settings::CheckArgs;
 
@@ -36,7 +38,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
 }
 
 fn try_run(args: &CheckArgs) -> Result<bool, String> {
-    let spec = spec_from_args(args);
+    let spec = spec_from_args(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -61,14 +63,25 @@ fn try_run(args: &CheckArgs) -> Result<bool, String> {
     Ok(result.success())
 }
 
-/// The monitor the flags describe: id 0, no thresholds.
-pub fn spec_from_args(args: &CheckArgs) -> MonitorSpec {
+/// The monitor the flags describe: id 0, no thresholds. Fails on a body pattern that is not
+/// a valid regular expression.
+pub fn spec_from_args(args: &CheckArgs) -> Result<MonitorSpec, String> {
     let https = args
         .url
         .trim_start()
         .to_ascii_lowercase()
         .starts_with("https:");
-    MonitorSpec {
+    let body = args
+        .body_match
+        .as_deref()
+        .map(|pattern| BodyMatch::new(pattern, args.body_match_mode))
+        .transpose()?;
+    let ip_family = match (args.ipv4, args.ipv6) {
+        (true, _) => IpFamily::V4,
+        (_, true) => IpFamily::V6,
+        _ => IpFamily::Any,
+    };
+    Ok(MonitorSpec {
         id: 0,
         name: "check".to_string(),
         kind: if https { "HTTPS" } else { "HTTP" }.to_string(),
@@ -86,11 +99,17 @@ pub fn spec_from_args(args: &CheckArgs) -> MonitorSpec {
             critical_ms: None,
         },
         timeout: args.timeout,
+        ip_family,
         http: HttpOptions {
             max_redirects: args.max_redirects,
             verify_tls: !args.insecure,
         },
-    }
+        expect: Expectations {
+            status: args.expect_status.clone(),
+            body,
+            min_cert_days: args.min_cert_days,
+        },
+    })
 }
 
 /// The row `run` would store, without what only a running agent knows.

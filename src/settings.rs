@@ -225,6 +225,31 @@ pub struct CheckArgs {
     #[arg(long, env = "DNS_SERVER", value_parser = parse_dns_server)]
     pub dns_server: Option<SocketAddr>,
 
+    /// Connect over IPv4 only.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Connect over IPv6 only.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Accepted status codes, e.g. `200-299,301` (default: any 2xx).
+    #[arg(long, value_name = "CODES", value_parser = crate::monitor::expect::StatusSet::parse)]
+    pub expect_status: Option<crate::monitor::expect::StatusSet>,
+
+    /// Text the decoded body must contain (see --body-match-mode).
+    #[arg(long, value_name = "TEXT")]
+    pub body_match: Option<String>,
+
+    /// How --body-match applies: contains, not_contains, regex or not_regex.
+    #[arg(long, value_name = "MODE", default_value = "contains", requires = "body_match",
+          value_parser = |s: &str| crate::monitor::expect::BodyMatchMode::parse(Some(s)))]
+    pub body_match_mode: crate::monitor::expect::BodyMatchMode,
+
+    /// Fail when the certificate expires in fewer days than this.
+    #[arg(long, value_name = "DAYS")]
+    pub min_cert_days: Option<u32>,
+
     /// Print the heartbeat row the agent would store, as one line of JSON, instead of the
     /// waterfall.
     #[arg(long)]

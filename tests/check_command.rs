@@ -171,3 +171,33 @@ async fn json_is_the_row_run_stores() {
         assert!(printed[unknown].is_null(), "{unknown}");
     }
 }
+
+/// The expectation flags: a 404 expected is UP; a body that lacks the text is an assertion
+/// failure (exit 1, the reason printed); an invalid pattern is invalid input (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_applies_expectations() {
+    let server = TestServer::http().await;
+    let missing = server.url("http", "127.0.0.1", "/status/404");
+    let (code, out) = run_check(&[&missing, "--expect-status", "404,500-599"], None).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().last(), Some("UP"));
+
+    let home = server.url("http", "127.0.0.1", "/");
+    let (code, out) = run_check(&[&home, "--body-match", "maintenance", "--json"], None).await;
+    assert_eq!(code, 1, "{out}");
+    let row: Value = serde_json::from_str(out.trim()).expect("one JSON row");
+    assert_eq!(row["error_type"], "assertion");
+    assert_eq!(
+        row["error_message"],
+        "the body does not contain `maintenance`"
+    );
+
+    let (code, _) = run_check(
+        &[&home, "--body-match", "(", "--body-match-mode", "regex"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 2);
+    let (code, _) = run_check(&[&home, "--expect-status", "2xx"], None).await;
+    assert_eq!(code, 2);
+}

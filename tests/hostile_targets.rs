@@ -322,20 +322,25 @@ async fn encoded(encoding: &'static str, body: Vec<u8>) -> ScriptedServer {
     .await
 }
 
-/// gzip and deflate bodies: decoded for the stored body, both sizes recorded.
+/// gzip, deflate and brotli bodies: decoded for the stored body and for the body assertion,
+/// both sizes recorded.
 #[tokio::test]
 async fn compressed_bodies_are_decoded_and_both_sizes_recorded() {
     use flate2::write::{GzEncoder, ZlibEncoder};
     use flate2::Compression;
     use std::io::Write;
+    use uptimeo_agent::monitor::expect::{BodyMatch, BodyMatchMode};
     let text = r#"{"ok":true,"padding":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#;
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
     gz.write_all(text.as_bytes()).unwrap();
     let mut zlib = ZlibEncoder::new(Vec::new(), Compression::default());
     zlib.write_all(text.as_bytes()).unwrap();
+    let mut br = Vec::new();
+    brotli::BrotliCompress(&mut text.as_bytes(), &mut br, &Default::default()).unwrap();
     for (encoding, wire) in [
         ("gzip", gz.finish().unwrap()),
         ("deflate", zlib.finish().unwrap()),
+        ("br", br),
     ] {
         let wire_len = wire.len() as u64;
         let server = encoded(encoding, wire).await;
@@ -349,6 +354,15 @@ async fn compressed_bodies_are_decoded_and_both_sizes_recorded() {
         let details = result.details_json();
         assert_eq!(details["wire_bytes"], wire_len);
         assert_eq!(details["decoded_bytes"], text.len());
+
+        // The body assertion sees the decoded text, not the bytes on the wire.
+        let mut spec = probe_spec(&server.url("/"), LONG);
+        spec.expect.body = Some(BodyMatch::new(r#""ok":true"#, BodyMatchMode::Contains).unwrap());
+        let matched = http_probe(None).run(&spec).await;
+        assert!(matched.success(), "{encoding}: {:?}", matched.failure);
+        spec.expect.body = Some(BodyMatch::new("a{40}", BodyMatchMode::NotRegex).unwrap());
+        let failure = http_probe(None).run(&spec).await.failure.expect("fails");
+        assert_eq!(failure.kind, ErrorKind::Assertion, "{encoding}");
     }
 }
 
@@ -366,15 +380,13 @@ async fn a_corrupt_gzip_body_is_a_body_failure() {
     assert_eq!(result.status_code, Some(200));
 }
 
-/// An encoding the probe does not decode (brotli) is kept as received and said so.
+/// A body labelled brotli that is not: a body failure naming the encoding.
 #[tokio::test]
-async fn a_brotli_body_is_kept_as_received() {
-    let server = encoded("br", vec![0x0b, 0x02, 0x80, 0x68, 0x69, 0x03]).await;
-    let (result, _) = check(&server.url("/"), LONG).await;
-    assert!(result.success(), "{:?}", result.failure);
-    assert_eq!(result.size_bytes, Some(6));
-    assert_eq!(result.details.content_encoding.as_deref(), Some("br"));
-    assert_eq!(result.details.decoded_bytes, None);
+async fn a_corrupt_brotli_body_is_a_body_failure() {
+    let server = encoded("br", b"this is not brotli at all".to_vec()).await;
+    let (result, took) = check(&server.url("/"), LONG).await;
+    let message = assert_fails_early(&result, took, ErrorKind::Body);
+    assert!(message.contains("br"), "{message}");
 }
 
 /// An expired certificate sent after the leaf (an unneeded extra in the chain) is not the

@@ -92,19 +92,38 @@ async fn migrates_over_an_original_database_without_losing_rows() {
     let (ok, records) = migrate_process(&db.url).await;
     assert!(ok, "{records:?}");
 
-    // Rows unchanged (new nullable columns aside).
-    let strip = |rows: Vec<serde_json::Value>| {
+    // Rows unchanged but for the new columns, which are null (so existing monitors keep
+    // their behaviour).
+    let strip = |rows: Vec<serde_json::Value>, added: &[&str]| {
         rows.into_iter()
             .map(|mut r| {
-                for c in ["status", "lease_epoch", "scheduled_at", "details"] {
-                    r.as_object_mut().unwrap().remove(c);
+                for c in added {
+                    let value = r.as_object_mut().unwrap().remove(*c);
+                    assert_eq!(value, Some(serde_json::Value::Null), "new column {c}");
                 }
                 r
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(strip(dump(HEARTBEATS).await), heartbeats_before);
-    assert_eq!(dump(MONITORS).await, monitors_before);
+    let heartbeat_columns = ["status", "lease_epoch", "scheduled_at", "details"];
+    let monitor_columns = [
+        "expected_status",
+        "body_match",
+        "body_match_mode",
+        "timeout_ms",
+        "max_redirects",
+        "ip_family",
+        "tls_verify",
+        "min_cert_days",
+    ];
+    assert_eq!(
+        strip(dump(HEARTBEATS).await, &heartbeat_columns),
+        heartbeats_before
+    );
+    assert_eq!(
+        strip(dump(MONITORS).await, &monitor_columns),
+        monitors_before
+    );
 
     // No duplicate indexes were built over the existing ones.
     let indexes: i64 = client

@@ -30,6 +30,14 @@ pub struct MonitorRow {
     pub schedule_id: Option<i32>,
     pub headers: Option<serde_json::Value>,
     pub body: Option<serde_json::Value>,
+    pub expected_status: Option<String>,
+    pub body_match: Option<String>,
+    pub body_match_mode: Option<String>,
+    pub timeout_ms: Option<i32>,
+    pub max_redirects: Option<i32>,
+    pub ip_family: Option<String>,
+    pub tls_verify: Option<bool>,
+    pub min_cert_days: Option<i32>,
 }
 
 /// One `schedules` row as stored.

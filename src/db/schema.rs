@@ -22,6 +22,14 @@ diesel::table! {
         schedule_id -> Nullable<Int4>,
         headers -> Nullable<Jsonb>,
         body -> Nullable<Jsonb>,
+        expected_status -> Nullable<Text>,
+        body_match -> Nullable<Text>,
+        body_match_mode -> Nullable<Varchar>,
+        timeout_ms -> Nullable<Int4>,
+        max_redirects -> Nullable<Int4>,
+        ip_family -> Nullable<Varchar>,
+        tls_verify -> Nullable<Bool>,
+        min_cert_days -> Nullable<Int4>,
     }
 }
 

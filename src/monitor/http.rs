@@ -67,13 +67,14 @@ impl HttpProbe {
         let mut m = Measurement::begin("dns lookup");
         let outcome = tokio::time::timeout(spec.timeout, self.follow(spec, &mut m)).await;
         let mut result = m.finish(outcome, spec.timeout);
-        if result.failure.is_some() {
-            return result;
+        if result.failure.is_none() {
+            let details = &result.details;
+            result.failure = spec.expect.check_certificate(
+                details.tls_version.is_some(),
+                details.cert_not_after,
+                chrono::Utc::now(),
+            );
         }
-        result.failure = result.status_code.and_then(|code| {
-            (!(200..300).contains(&code))
-                .then(|| CheckFailure::new(ErrorKind::Http, format!("HTTP status {code}")))
-        });
         result
     }
 
@@ -115,8 +116,9 @@ impl HttpProbe {
         let target = &hop.target;
 
         // Resolve, unless the host is an address already.
+        let family = spec.ip_family;
         let addrs: Vec<IpAddr> = match target.host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
+            Ok(ip) => connect_order(std::iter::once(ip), family, &target.host)?,
             Err(_) => {
                 let t = Instant::now();
                 let lookup = self
@@ -130,7 +132,7 @@ impl HttpProbe {
                         )
                     })?;
                 m.result.timings.dns = Some(t.elapsed());
-                connect_order(lookup.iter())
+                connect_order(lookup.iter(), family, &target.host)?
             }
         };
 

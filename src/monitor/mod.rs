@@ -5,6 +5,7 @@
 //! [`ProbeSet::for_type`].
 
 pub mod dns;
+pub mod expect;
 pub mod http;
 pub mod measure;
 pub mod net;
@@ -24,6 +25,8 @@ use crate::heartbeat::CheckResult;
 pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
 /// Redirects an HTTP check follows unless told otherwise.
 pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
+/// Most redirects a monitor may ask to follow.
+pub const MAX_REDIRECTS_LIMIT: u32 = 50;
 
 /// A schedule as the agent uses it.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,14 +52,18 @@ pub struct MonitorSpec {
     pub headers: Vec<(String, String)>,
     pub body: Option<serde_json::Value>,
     pub schedule: Schedule,
-    /// How long one check may take; the schedule's interval.
+    /// How long one check may take: `timeout_ms`, else the schedule's interval.
     pub timeout: Duration,
+    /// The address family connected over (HTTP, TCP and ping checks).
+    pub ip_family: net::IpFamily,
     /// How HTTP checks treat redirects and certificates.
     pub http: HttpOptions,
+    /// What an HTTP check expects of the answer.
+    pub expect: expect::Expectations,
 }
 
-/// Options of HTTP checks. Monitor rows cannot set them yet, so every monitor the agent runs
-/// uses the defaults; the `check` subcommand sets them from its flags.
+/// Options of HTTP checks, from a monitor's `max_redirects` and `tls_verify` columns (or the
+/// `check` subcommand's flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOptions {
     /// Most redirects followed, each on a fresh connection; 0 makes a redirect answer final
@@ -162,18 +169,24 @@ impl ProbeSet {
         let method = ::http::Method::from_bytes(row.method.trim().to_ascii_uppercase().as_bytes())
             .map_err(|_| invalid(format!("invalid method `{}`", row.method)))?;
         let headers = headers_from_json(row.headers.as_ref()).map_err(invalid)?;
+        let kind = row.monitor_type.trim().to_ascii_uppercase();
+        let timeout = timeout_from_row(row, &schedule).map_err(invalid)?;
+        let ip_family = net::IpFamily::parse(row.ip_family.as_deref()).map_err(invalid)?;
+        let (http, expect) = http_options_from_row(row, &kind).map_err(invalid)?;
 
         let spec = MonitorSpec {
             id: row.id,
             name: row.name.clone(),
-            kind: row.monitor_type.trim().to_ascii_uppercase(),
+            kind,
             method,
             url: row.url.trim().to_string(),
             headers,
             body: row.body.clone().filter(|b| !b.is_null()),
-            timeout: schedule.interval,
+            timeout,
             schedule,
-            http: HttpOptions::default(),
+            ip_family,
+            http,
+            expect,
         };
         probe.validate(&spec).map_err(invalid)?;
         Ok(spec)
@@ -201,6 +214,84 @@ fn schedule_from_row(row: &MonitorRow, schedule: Option<&ScheduleRow>) -> Result
         warning_ms: s.thresholds_warning,
         critical_ms: s.thresholds_critical,
     })
+}
+
+/// `timeout_ms`, between 1 ms and the interval; the interval when NULL.
+fn timeout_from_row(row: &MonitorRow, schedule: &Schedule) -> Result<Duration, String> {
+    let Some(ms) = row.timeout_ms else {
+        return Ok(schedule.interval);
+    };
+    let timeout = u64::try_from(ms).ok().map(Duration::from_millis);
+    match timeout {
+        Some(t) if !t.is_zero() && t <= schedule.interval => Ok(t),
+        _ => Err(format!(
+            "timeout_ms {ms} must be between 1 and the interval ({} ms)",
+            schedule.interval.as_millis()
+        )),
+    }
+}
+
+/// The HTTP-only columns: redirects, verification and expectations. Set on a monitor of
+/// another type they are an error rather than silently ignored.
+fn http_options_from_row(
+    row: &MonitorRow,
+    kind: &str,
+) -> Result<(HttpOptions, expect::Expectations), String> {
+    let set: Vec<&str> = [
+        ("expected_status", row.expected_status.is_some()),
+        ("body_match", row.body_match.is_some()),
+        ("body_match_mode", row.body_match_mode.is_some()),
+        ("max_redirects", row.max_redirects.is_some()),
+        ("tls_verify", row.tls_verify.is_some()),
+        ("min_cert_days", row.min_cert_days.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, is_set)| is_set.then_some(name))
+    .collect();
+    if !matches!(kind, "HTTP" | "HTTPS") && !set.is_empty() {
+        return Err(format!(
+            "{} apply to HTTP monitors only, not {kind}",
+            set.join(", ")
+        ));
+    }
+    let max_redirects = match row.max_redirects {
+        None => DEFAULT_MAX_REDIRECTS,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|&n| n <= MAX_REDIRECTS_LIMIT)
+            .ok_or_else(|| {
+                format!("max_redirects {n} must be between 0 and {MAX_REDIRECTS_LIMIT}")
+            })?,
+    };
+    let http = HttpOptions {
+        max_redirects,
+        verify_tls: row.tls_verify.unwrap_or(true),
+    };
+    let mode = expect::BodyMatchMode::parse(row.body_match_mode.as_deref())?;
+    let body = match row.body_match.as_deref() {
+        Some(pattern) => Some(expect::BodyMatch::new(pattern, mode)?),
+        None if row.body_match_mode.is_some() => {
+            return Err("body_match_mode is set but body_match is not".into())
+        }
+        None => None,
+    };
+    let min_cert_days = match row.min_cert_days {
+        None => None,
+        Some(days) => Some(
+            u32::try_from(days)
+                .map_err(|_| format!("min_cert_days {days} must not be negative"))?,
+        ),
+    };
+    let expectations = expect::Expectations {
+        status: row
+            .expected_status
+            .as_deref()
+            .map(expect::StatusSet::parse)
+            .transpose()?,
+        body,
+        min_cert_days,
+    };
+    Ok((http, expectations))
 }
 
 /// Headers must be a JSON object whose values are strings (numbers and booleans are accepted
@@ -261,6 +352,14 @@ mod tests {
             schedule_id: Some(1),
             headers,
             body: None,
+            expected_status: None,
+            body_match: None,
+            body_match_mode: None,
+            timeout_ms: None,
+            max_redirects: None,
+            ip_family: None,
+            tls_verify: None,
+            min_cert_days: None,
         }
     }
 
@@ -305,6 +404,52 @@ mod tests {
         assert!(reason(row("HTTP", "http://x/", Some(json!(["a"]))), Some(&s)).contains("object"));
         assert!(
             reason(row("HTTP", "http://x/", Some(json!({"a": {}}))), Some(&s)).contains("string")
+        );
+    }
+
+    #[test]
+    fn assertion_columns_become_options_or_reasons() {
+        let p = probes();
+        let s = schedule(30);
+        let mut r = row("HTTP", "http://x/", None);
+        r.expected_status = Some("200-299,301".into());
+        r.body_match = Some("ok".into());
+        r.timeout_ms = Some(2500);
+        r.max_redirects = Some(0);
+        r.ip_family = Some("6".into());
+        r.tls_verify = Some(false);
+        r.min_cert_days = Some(14);
+        let spec = p.spec_from_rows(&r, Some(&s)).expect("valid");
+        assert_eq!(spec.timeout, Duration::from_millis(2500));
+        assert_eq!(spec.ip_family, net::IpFamily::V6);
+        assert_eq!(spec.http.max_redirects, 0);
+        assert!(!spec.http.verify_tls);
+        assert_eq!(spec.expect.min_cert_days, Some(14));
+        assert!(spec.expect.check_status(301).is_none());
+
+        let reason = |edit: &dyn Fn(&mut MonitorRow)| {
+            let mut r = row("HTTP", "http://x/", None);
+            edit(&mut r);
+            p.spec_from_rows(&r, Some(&s)).unwrap_err().reason
+        };
+        assert!(reason(&|r| r.expected_status = Some("2xx".into())).contains("expected status"));
+        assert!(reason(&|r| {
+            r.body_match = Some("(".into());
+            r.body_match_mode = Some("regex".into());
+        })
+        .contains("regular expression"));
+        assert!(reason(&|r| r.body_match_mode = Some("regex".into())).contains("body_match"));
+        assert!(reason(&|r| r.timeout_ms = Some(0)).contains("timeout_ms"));
+        assert!(reason(&|r| r.timeout_ms = Some(31_000)).contains("timeout_ms"));
+        assert!(reason(&|r| r.max_redirects = Some(-1)).contains("max_redirects"));
+        assert!(reason(&|r| r.ip_family = Some("5".into())).contains("ip family"));
+        assert!(reason(&|r| r.min_cert_days = Some(-3)).contains("min_cert_days"));
+        let mut tcp = row("TCP", "tcp://x:1", None);
+        tcp.expected_status = Some("200".into());
+        let reason = p.spec_from_rows(&tcp, Some(&s)).unwrap_err().reason;
+        assert_eq!(
+            reason,
+            "expected_status apply to HTTP monitors only, not TCP"
         );
     }
 

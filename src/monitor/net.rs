@@ -51,12 +51,63 @@ pub async fn resolve(
     Ok((lookup.iter().collect(), true))
 }
 
-/// The order addresses are tried in: IPv4 first, as with the resolver's default (A records
-/// only when there are some), then IPv6, each family in the order it was answered.
-pub fn connect_order(addrs: impl Iterator<Item = IpAddr>) -> Vec<IpAddr> {
-    let (mut v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = addrs.partition(IpAddr::is_ipv4);
+/// Which address family a monitor connects over (`api_monitors.ip_family`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IpFamily {
+    /// IPv4 addresses first, then IPv6.
+    #[default]
+    Any,
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    /// Parses `any`, `4` or `6` (`ipv4`, `ipv6` too); `None` means any.
+    pub fn parse(text: Option<&str>) -> Result<Self, String> {
+        match text.map(|t| t.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("" | "any") => Ok(Self::Any),
+            Some("4" | "ipv4" | "v4") => Ok(Self::V4),
+            Some("6" | "ipv6" | "v6") => Ok(Self::V6),
+            Some(_) => Err(format!(
+                "ip family `{}` is not one of any, 4, 6",
+                text.unwrap_or_default()
+            )),
+        }
+    }
+
+    fn admits(self, ip: &IpAddr) -> bool {
+        match self {
+            Self::Any => true,
+            Self::V4 => ip.is_ipv4(),
+            Self::V6 => ip.is_ipv6(),
+        }
+    }
+}
+
+/// The addresses of `host` to try, in order: IPv4 first, as with the resolver's default (A
+/// records only when there are some), then IPv6, each family in the order it was answered;
+/// only those of `family`. Fails when none is left.
+pub fn connect_order(
+    addrs: impl Iterator<Item = IpAddr>,
+    family: IpFamily,
+    host: &str,
+) -> Result<Vec<IpAddr>, CheckFailure> {
+    let (mut v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = addrs
+        .filter(|ip| family.admits(ip))
+        .partition(IpAddr::is_ipv4);
     v4.extend(v6);
-    v4
+    if v4.is_empty() {
+        let which = match family {
+            IpFamily::Any => "",
+            IpFamily::V4 => " IPv4",
+            IpFamily::V6 => " IPv6",
+        };
+        return Err(CheckFailure::new(
+            ErrorKind::Dns,
+            format!("{host} has no{which} address"),
+        ));
+    }
+    Ok(v4)
 }
 
 /// Connects to the first address that accepts. Each address but the last may take at most an
@@ -143,11 +194,17 @@ mod tests {
             .iter()
             .map(|ip| ip.parse().unwrap())
             .collect();
-        let order: Vec<String> = connect_order(ips.into_iter())
+        let order: Vec<String> = connect_order(ips.clone().into_iter(), IpFamily::Any, "h")
+            .unwrap()
             .iter()
             .map(IpAddr::to_string)
             .collect();
         assert_eq!(order, ["127.0.0.2", "127.0.0.1", "::1", "fe80::1"]);
+        let v6 = connect_order(ips.clone().into_iter(), IpFamily::V6, "h").unwrap();
+        assert_eq!(v6.len(), 2);
+        assert!(v6.iter().all(IpAddr::is_ipv6));
+        let none = connect_order(ips.into_iter().filter(IpAddr::is_ipv6), IpFamily::V4, "h");
+        assert_eq!(none.unwrap_err().message, "h has no IPv4 address");
     }
 
     /// A refused first address is skipped for the next, and both attempts are reported when

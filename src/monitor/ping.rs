@@ -135,9 +135,7 @@ impl PingProbe {
         if looked_up {
             m.result.timings.dns = Some(t.elapsed());
         }
-        let ip = *addrs.first().ok_or_else(|| {
-            CheckFailure::new(ErrorKind::Dns, format!("{} has no address", target.host))
-        })?;
+        let ip = net::connect_order(addrs.into_iter(), spec.ip_family, &target.host)?[0];
         let client = self.client(ip).await?;
 
         // Every request in flight at once, `interval` apart; each waits until the deadline.

@@ -104,7 +104,7 @@ impl TcpProbe {
 
         m.phase = "tcp connect";
         let t = Instant::now();
-        let addrs = net::connect_order(addrs.into_iter());
+        let addrs = net::connect_order(addrs.into_iter(), spec.ip_family, &target.host)?;
         let stream = net::connect_any(&addrs, target.port, spec.timeout).await?;
         m.result.timings.connect = Some(t.elapsed());
 

@@ -954,6 +954,8 @@ pub fn probe_spec(url: &str, timeout: Duration) -> uptimeo_agent::monitor::Monit
         },
         timeout,
         http: uptimeo_agent::monitor::HttpOptions::default(),
+        ip_family: Default::default(),
+        expect: Default::default(),
     }
 }
 

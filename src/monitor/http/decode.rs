@@ -1,16 +1,19 @@
-//! Content decoding of response bodies (`gzip`, `deflate`), so that the stored body is the
+//! Content decoding of response bodies (`gzip`, `deflate`, `br`), so that the stored body is the
 //! readable one and both sizes are known: as received and decoded.
 //!
 //! Decoding streams alongside the read: only the first bytes are kept (for storage) and at
 //! most [`DECODED_CAP`] are produced, so a small body that inflates enormously costs bounded
-//! memory and time. Other encodings (`br`, `zstd`) are left as received.
+//! memory and time. Other encodings (`zstd`, `compress`) are left as received.
 
 use std::io::Write;
 
+use brotli_decompressor::DecompressorWriter;
 use flate2::write::{GzDecoder, ZlibDecoder};
 
 /// Most decoded bytes produced from one body; decoding stops there.
 pub const DECODED_CAP: u64 = 64 * 1024 * 1024;
+/// Size of the brotli decoder's output buffer.
+const BROTLI_BUFFER: usize = 16 * 1024;
 
 /// Where decoded bytes go: counted, the first `keep` kept, refused past [`DECODED_CAP`].
 #[derive(Debug, Default)]
@@ -49,6 +52,7 @@ pub(super) enum BodyDecoder {
     Gzip(GzDecoder<Decoded>),
     /// HTTP's `deflate` is the zlib format (RFC 9110).
     Deflate(ZlibDecoder<Decoded>),
+    Brotli(Box<DecompressorWriter<Decoded>>),
 }
 
 impl BodyDecoder {
@@ -62,6 +66,10 @@ impl BodyDecoder {
         match encoding.trim().to_ascii_lowercase().as_str() {
             "gzip" | "x-gzip" => Some(Self::Gzip(GzDecoder::new(sink))),
             "deflate" => Some(Self::Deflate(ZlibDecoder::new(sink))),
+            "br" => Some(Self::Brotli(Box::new(DecompressorWriter::new(
+                sink,
+                BROTLI_BUFFER,
+            )))),
             _ => None,
         }
     }
@@ -75,6 +83,7 @@ impl BodyDecoder {
         let outcome = match self {
             Self::Gzip(d) => d.write_all(data),
             Self::Deflate(d) => d.write_all(data),
+            Self::Brotli(d) => d.write_all(data),
         };
         self.check(outcome)
     }
@@ -87,6 +96,7 @@ impl BodyDecoder {
         let outcome = match self {
             Self::Gzip(d) => d.try_finish(),
             Self::Deflate(d) => d.try_finish(),
+            Self::Brotli(d) => d.close(),
         };
         self.check(outcome)
     }
@@ -96,6 +106,7 @@ impl BodyDecoder {
         match self {
             Self::Gzip(d) => d.get_ref(),
             Self::Deflate(d) => d.get_ref(),
+            Self::Brotli(d) => d.get_ref(),
         }
     }
 
@@ -125,7 +136,13 @@ mod tests {
         let text = b"hello hello hello hello".repeat(100);
         let mut zlib = ZlibEncoder::new(Vec::new(), Compression::default());
         zlib.write_all(&text).unwrap();
-        for (encoding, wire) in [("gzip", gzip(&text)), ("Deflate", zlib.finish().unwrap())] {
+        let mut br = Vec::new();
+        brotli::BrotliCompress(&mut &text[..], &mut br, &Default::default()).unwrap();
+        for (encoding, wire) in [
+            ("gzip", gzip(&text)),
+            ("Deflate", zlib.finish().unwrap()),
+            ("br", br),
+        ] {
             let mut d = BodyDecoder::for_encoding(encoding, 10).expect(encoding);
             for piece in wire.chunks(7) {
                 d.write(piece).unwrap();
@@ -134,7 +151,7 @@ mod tests {
             assert_eq!(d.decoded().size, text.len() as u64, "{encoding}");
             assert_eq!(d.decoded().kept, b"hello hell", "{encoding}");
         }
-        assert!(BodyDecoder::for_encoding("br", 10).is_none());
+        assert!(BodyDecoder::for_encoding("zstd", 10).is_none());
         assert!(BodyDecoder::for_encoding("identity", 10).is_none());
     }
 

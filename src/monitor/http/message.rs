@@ -14,6 +14,7 @@ use super::decode::BodyDecoder;
 use super::redirect::{is_redirect, Hop};
 use super::{Measurement, BODY_READ_CAP, BODY_STORE_CAP, MAX_HEAD_BYTES};
 use crate::heartbeat::{CheckFailure, ErrorKind};
+use crate::monitor::expect::BODY_MATCH_CAP;
 use crate::monitor::{masked_header_value, MonitorSpec};
 
 const AGENT_NAME: &str = concat!("uptimeo-agent/", env!("CARGO_PKG_VERSION"));
@@ -122,7 +123,10 @@ pub(super) async fn read_response(
 
     let keep_body = spec.schedule.include_response_body;
     let encoding = text("content-encoding");
-    let keep = if keep_body { BODY_STORE_CAP } else { 0 };
+    let mut keep = if keep_body { BODY_STORE_CAP } else { 0 };
+    if spec.expect.body.is_some() {
+        keep = keep.max(BODY_MATCH_CAP);
+    }
     let mut decoder = encoding
         .as_deref()
         .and_then(|e| BodyDecoder::for_encoding(e, keep));
@@ -173,9 +177,17 @@ pub(super) async fn read_response(
     m.result.timings.total = Some(m.start.elapsed());
     m.result.size_bytes = Some(size);
     if keep_body {
-        m.result.body = Some(body_json(&kept));
+        m.result.body = Some(body_json(&kept[..kept.len().min(BODY_STORE_CAP)]));
     }
-    Ok(HopOutcome::Final)
+    // The final answer meets the monitor's expectations, status first.
+    match spec
+        .expect
+        .check_status(status.as_u16())
+        .or_else(|| spec.expect.check_body(&kept))
+    {
+        Some(failure) => Err(failure),
+        None => Ok(HopOutcome::Final),
+    }
 }
 
 /// Fails a response whose head (status line and headers, counted as on the wire) is over
@@ -315,6 +327,8 @@ mod tests {
             },
             timeout: std::time::Duration::from_secs(1),
             http: crate::monitor::HttpOptions::default(),
+            ip_family: Default::default(),
+            expect: Default::default(),
         };
         let first = Hop::first(&spec.url, &spec.method).unwrap();
         let away = first.follow(StatusCode::FOUND, "http://b.test/").unwrap();
