@@ -279,6 +279,12 @@ async fn an_expired_certificate_fails_and_is_recorded_when_not_verified() {
     let result = http_probe(Some(&pki)).run(&probe_spec(&url, LONG)).await;
     let message = assert_fails_early(&result, started.elapsed(), ErrorKind::Tls);
     assert!(message.contains("expired"), "{message}");
+    // The failed handshake still reports when the served certificate expired.
+    let expiry = result
+        .details
+        .cert_not_after
+        .expect("expiry of the rejected certificate");
+    assert_eq!(expiry.to_rfc3339(), "2021-01-01T00:00:00+00:00");
 
     let mut spec = probe_spec(&url, LONG);
     spec.http.verify_tls = false;

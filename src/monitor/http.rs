@@ -158,15 +158,14 @@ impl HttpProbe {
                 format!("`{}` is not a valid TLS name", target.host),
             )
         })?;
-        let config = if spec.http.verify_tls {
-            self.tls.verified.clone()
-        } else {
-            self.tls.unverified.clone()
-        };
+        let (config, seen_leaf) = self.tls.for_check(spec.http.verify_tls);
         let stream = TlsConnector::from(config)
             .connect(server_name, stream)
             .await
             .map_err(|e| {
+                // The certificate that failed verification still tells its expiry.
+                let leaf = seen_leaf.lock().ok().and_then(|leaf| leaf.clone());
+                m.result.details.cert_not_after = leaf.as_ref().and_then(tls::not_after);
                 CheckFailure::new(
                     ErrorKind::Tls,
                     format!(

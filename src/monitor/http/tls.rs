@@ -1,51 +1,130 @@
 //! TLS for the HTTP probe: the trusted roots, the verifier that accepts any certificate (used
 //! only by checks that ask to skip verification), and what the served certificate says.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, ProtocolVersion, SignatureScheme};
 
 use crate::monitor::{ProbeConfig, ProbeSetupError};
 
-/// The two client configurations a probe chooses from, per check.
+/// The client configurations of the HTTP probe. Each check gets its own copy whose verifier
+/// also keeps the leaf certificate served, so that a handshake that fails on that certificate
+/// (expired, say) still reports its expiry.
 pub(super) struct TlsConfigs {
     /// Verifies the chain against the trusted roots and the name against the URL's host.
-    pub verified: Arc<ClientConfig>,
+    verified: Base,
     /// Accepts any certificate (handshake signatures are still checked).
-    pub unverified: Arc<ClientConfig>,
+    unverified: Base,
 }
+
+/// A configuration and the verifier it was built with.
+struct Base {
+    config: ClientConfig,
+    verifier: Arc<dyn ServerCertVerifier>,
+}
+
+/// The leaf certificate one check's verifier was shown (kept as received: parsing it would
+/// add to the timed handshake).
+pub(super) type SeenLeaf = Arc<Mutex<Option<CertificateDer<'static>>>>;
 
 impl TlsConfigs {
     /// Trusts the webpki roots, the system's CA bundle and `config.extra_roots`; offers ALPN
-    /// h2 and http/1.1.
+    /// h2 and http/1.1; never resumes a session, so every check makes a full handshake as a
+    /// new client would.
     pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
         let roots = crate::monitor::net::root_store(config)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = || {
-            ClientConfig::builder_with_provider(provider.clone())
+        let webpki: Arc<dyn ServerCertVerifier> =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| ProbeSetupError::Tls(e.to_string()))?;
+        let any: Arc<dyn ServerCertVerifier> = Arc::new(AcceptAnyCertificate {
+            provider: provider.clone(),
+        });
+        let build = |verifier: Arc<dyn ServerCertVerifier>| {
+            let mut config = ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
-                .map_err(|e| ProbeSetupError::Tls(e.to_string()))
-        };
-        let mut verified = builder()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut unverified = builder()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate {
-                provider: provider.clone(),
-            }))
-            .with_no_client_auth();
-        for config in [&mut verified, &mut unverified] {
+                .map_err(|e| ProbeSetupError::Tls(e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        }
+            config.resumption = Resumption::disabled();
+            Ok::<_, ProbeSetupError>(Base { config, verifier })
+        };
         Ok(Self {
-            verified: Arc::new(verified),
-            unverified: Arc::new(unverified),
+            verified: build(webpki)?,
+            unverified: build(any)?,
         })
+    }
+
+    /// The configuration of one check, with the slot its verifier records the leaf in.
+    pub fn for_check(&self, verify: bool) -> (Arc<ClientConfig>, SeenLeaf) {
+        let base = if verify {
+            &self.verified
+        } else {
+            &self.unverified
+        };
+        let seen = SeenLeaf::default();
+        let mut config = base.config.clone();
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(RecordLeaf {
+                inner: base.verifier.clone(),
+                seen: seen.clone(),
+            }));
+        (Arc::new(config), seen)
+    }
+}
+
+/// Keeps the leaf certificate, then lets `inner` decide.
+#[derive(Debug)]
+struct RecordLeaf {
+    inner: Arc<dyn ServerCertVerifier>,
+    seen: SeenLeaf,
+}
+
+impl ServerCertVerifier for RecordLeaf {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(end_entity.clone().into_owned());
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
