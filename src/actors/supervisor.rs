@@ -1,8 +1,10 @@
 //! `SupervisorActor`: holds the datacenter's lease and runs one `MonitorActor` per monitor
 //! while it does.
 //!
-//! Lease policy: a standby tries to take the lease every `standby_retry_interval`. The holder
-//! renews it four times per TTL. Each successful renewal sets a local deadline, measured on the
+//! Lease policy: a standby tries to take the lease every `standby_retry_interval`, or sooner:
+//! at the moment the holder's lease expires, as the last attempt read it from the database, so
+//! that a killed holder is replaced as soon as its lease allows. The holder renews it four
+//! times per TTL. Each successful renewal sets a local deadline, measured on the
 //! monotonic clock from the moment the renewal was *sent*, a safety margin before the lease can
 //! expire in the database; when the deadline passes without a renewal, every monitor is stopped.
 //! A renewal that finds the lease taken (epoch superseded) stops them at once.
@@ -20,10 +22,14 @@ use slog::{error, info, warn, Logger};
 use super::config_reload::ConfigChanged;
 use super::heartbeat_writer::{HeartbeatWriterActor, RecordHeartbeat};
 use super::monitor::{MonitorActor, MonitorSetup, MonitorStopped, StopMonitor};
-use crate::db::lease::{self, Claimant};
+use crate::db::lease::{self, Claimant, LeaseAttempt};
 use crate::db::{self, DbError, Pool};
 use crate::metrics::{LeaseRole, Metrics};
 use crate::monitor::{MonitorSpec, ProbeSet};
+
+/// How long after the holder's known expiry a standby tries again: the expiry is by the
+/// database's clock, read a moment ago.
+pub const EXPIRY_SLACK: Duration = Duration::from_millis(25);
 
 /// Longest wait before restarting a monitor that keeps stopping.
 pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
@@ -33,7 +39,8 @@ pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
 pub struct LeaseTiming {
     /// How long the lease lasts unless renewed.
     pub ttl: Duration,
-    /// How often a standby tries to take the lease.
+    /// Longest wait between two attempts of a standby to take the lease (it also tries at the
+    /// holder's expiry, when that comes sooner).
     pub standby_retry: Duration,
 }
 
@@ -145,9 +152,11 @@ impl SupervisorActor {
             if act.shutting_down {
                 return;
             }
+            let mut retry = act.timing.standby_retry;
             match outcome {
-                Ok(Some(epoch)) => act.become_active(epoch, sent, ctx),
-                Ok(None) => {
+                Ok(LeaseAttempt::Acquired(epoch)) => act.become_active(epoch, sent, ctx),
+                Ok(LeaseAttempt::Held { expires_in }) => {
+                    retry = retry.min(expires_in + EXPIRY_SLACK);
                     act.metrics.record_lease(LeaseRole::Standby, None);
                     if let LeaseState::Standby {
                         announced: announced @ false,
@@ -163,7 +172,7 @@ impl SupervisorActor {
                 }
             }
             if matches!(act.lease, LeaseState::Standby { .. }) {
-                act.schedule_tick(act.timing.standby_retry, ctx);
+                act.schedule_tick(retry, ctx);
             }
         }));
     }
