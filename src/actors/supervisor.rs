@@ -9,8 +9,9 @@
 //! expire in the database; when the deadline passes without a renewal, every monitor is stopped.
 //! A renewal that finds the lease taken (epoch superseded) stops them at once.
 //!
-//! Supervision policy: a monitor actor that stops without being asked to is restarted after a
-//! backoff that doubles with each failure in a row (1 s up to 60 s).
+//! Supervision policy: a monitor actor that stops without being asked to (its check panicked)
+//! is restarted after a backoff that doubles with each failure in a row (1 s up to 60 s); a
+//! monitor that then runs for [`BACKOFF_RESET_AFTER`] without failing starts over at 1 s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub const EXPIRY_SLACK: Duration = Duration::from_millis(25);
 
 /// Longest wait before restarting a monitor that keeps stopping.
 pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a restarted monitor must run without stopping for its backoff to start over.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(300);
 
 /// Lease timing.
 #[derive(Debug, Clone, Copy)]
@@ -414,16 +417,24 @@ impl Handler<MonitorStopped> for SupervisorActor {
         if !unexpected || self.shutting_down {
             return;
         }
-        self.running.remove(&msg.monitor_id);
+        let Some(stopped) = self.running.remove(&msg.monitor_id) else {
+            return;
+        };
+        let now = Instant::now();
         let entry = self
             .restart_backoff
             .entry(msg.monitor_id)
-            .or_insert((0, Instant::now()));
+            .or_insert((0, now));
+        // `entry.1` is when it was last restarted: long enough ago, the failures are forgiven.
+        if now.saturating_duration_since(entry.1) >= BACKOFF_RESET_AFTER {
+            entry.0 = 0;
+        }
         entry.0 += 1;
         let delay = Duration::from_secs(1 << (entry.0 - 1).min(6)).min(MAX_RESTART_BACKOFF);
-        entry.1 = Instant::now() + delay;
+        entry.1 = now + delay;
         warn!(self.log, "monitor stopped unexpectedly; restarting";
-            "monitor_id" => msg.monitor_id, "failures" => entry.0, "restart_in_s" => delay.as_secs());
+            "monitor_id" => msg.monitor_id, "monitor_name" => &stopped.spec.name,
+            "failures" => entry.0, "restart_in_s" => delay.as_secs());
         ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
     }
 }

@@ -10,6 +10,8 @@ pub mod measure;
 pub mod net;
 pub mod ping;
 pub mod tcp;
+#[cfg(debug_assertions)]
+pub mod test_panic;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,6 +142,8 @@ impl ProbeSet {
             "TCP" => Some(self.tcp.clone()),
             "DNS" => Some(self.dns.clone()),
             "ICMP" | "PING" => Some(self.ping.clone()),
+            #[cfg(debug_assertions)]
+            test_panic::TYPE => Some(Arc::new(test_panic::PanicProbe)),
             _ => None,
         }
     }
