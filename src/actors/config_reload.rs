@@ -15,7 +15,8 @@
 //!
 //! It compares the rows as stored, so a reload that finds nothing new sends nothing. Rows that
 //! cannot run are reported once per change, with the monitor and the reason, and left out; the
-//! other monitors are unaffected.
+//! other monitors are unaffected. Thresholds out of order are reported the same way, and the
+//! monitor runs without them.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -28,7 +29,7 @@ use slog::{debug, error, info, warn, Logger};
 use crate::db::config::{self, ConfigListener, MonitorWithSchedule};
 use crate::db::{self, DbError, DbTarget, Pool};
 use crate::metrics::{Metrics, ReloadOutcome};
-use crate::monitor::{MonitorSpec, ProbeSet};
+use crate::monitor::{self, MonitorSpec, ProbeSet};
 
 /// Polls the configuration of one datacenter.
 pub struct ConfigReloadActor {
@@ -140,7 +141,14 @@ impl ConfigReloadActor {
         let mut skipped = 0;
         for (monitor, schedule) in &rows {
             match self.probes.spec_from_rows(monitor, schedule.as_ref()) {
-                Ok(spec) => specs.push(Arc::new(spec)),
+                Ok(spec) => {
+                    if let Some(reason) = schedule.as_ref().and_then(monitor::ignored_thresholds) {
+                        warn!(self.log, "monitor thresholds ignored: invalid configuration";
+                            "monitor_id" => monitor.id, "monitor_name" => &monitor.name,
+                            "reason" => reason);
+                    }
+                    specs.push(Arc::new(spec))
+                }
                 Err(invalid) => {
                     skipped += 1;
                     warn!(self.log, "monitor skipped: invalid configuration";

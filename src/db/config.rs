@@ -89,18 +89,21 @@ pub async fn agent_datacenter(
         .optional()?)
 }
 
-/// Every monitor linked to the datacenter through `datacenter_monitors`, by id.
+/// Every monitor linked to the datacenter through `datacenter_monitors`, by id, each once: a
+/// database whose `datacenter_monitors` lacks its primary key may link a monitor twice.
 pub async fn monitors_of_datacenter(
     conn: &mut AsyncPgConnection,
     datacenter_id: i32,
 ) -> Result<Vec<MonitorWithSchedule>, DbError> {
-    Ok(datacenter_monitors::table
+    let mut rows: Vec<MonitorWithSchedule> = datacenter_monitors::table
         .inner_join(api_monitors::table.left_join(schedules::table))
         .filter(datacenter_monitors::datacenter_id.eq(datacenter_id))
         .select((MonitorRow::as_select(), Option::<ScheduleRow>::as_select()))
         .order(api_monitors::id)
         .load(conn)
-        .await?)
+        .await?;
+    rows.dedup_by_key(|(monitor, _)| monitor.id);
+    Ok(rows)
 }
 
 /// A connection of its own, LISTENing on [`CONFIG_CHANNEL`].

@@ -92,6 +92,12 @@ pub trait Probe: Send + Sync {
     /// Rejects a definition this probe cannot run (its URL, method, ...), with the reason.
     fn validate(&self, spec: &MonitorSpec) -> Result<(), String>;
 
+    /// Whether checks of this type send the monitor's `body`; a monitor with a body of a type
+    /// that sends none is rejected rather than checked without it.
+    fn sends_body(&self) -> bool {
+        false
+    }
+
     /// Runs one check. Never fails: every failure is described in the result.
     fn check(self: Arc<Self>, spec: Arc<MonitorSpec>) -> BoxFuture<'static, CheckResult>;
 }
@@ -179,6 +185,12 @@ impl ProbeSet {
             schedule,
             http: HttpOptions::default(),
         };
+        if spec.body.is_some() && !probe.sends_body() {
+            return Err(invalid(format!(
+                "a body is set, but {} checks send no request body",
+                spec.kind
+            )));
+        }
         probe.validate(&spec).map_err(invalid)?;
         Ok(spec)
     }
@@ -198,13 +210,28 @@ fn schedule_from_row(row: &MonitorRow, schedule: Option<&ScheduleRow>) -> Result
             MAX_INTERVAL.as_secs()
         ));
     }
+    let thresholds_valid = ignored_thresholds(s).is_none();
     Ok(Schedule {
         id: s.id,
         interval: Duration::from_secs(secs),
         include_response_body: s.include_response_body.unwrap_or(false),
-        warning_ms: s.thresholds_warning,
-        critical_ms: s.thresholds_critical,
+        warning_ms: s.thresholds_warning.filter(|_| thresholds_valid),
+        critical_ms: s.thresholds_critical.filter(|_| thresholds_valid),
     })
+}
+
+/// Why a schedule's thresholds are ignored, if they are: a warning threshold above the
+/// critical one cannot be meant. Its monitors still run, without thresholds (every answered
+/// check is `up`), and the reason is logged.
+pub fn ignored_thresholds(s: &ScheduleRow) -> Option<String> {
+    match (s.thresholds_warning, s.thresholds_critical) {
+        (Some(warning), Some(critical)) if warning > critical => Some(format!(
+            "schedule {} has thresholds_warning {warning} ms above thresholds_critical \
+             {critical} ms; both ignored",
+            s.id
+        )),
+        _ => None,
+    }
 }
 
 /// Headers must be a JSON object whose values are strings (numbers and booleans are accepted
@@ -310,6 +337,41 @@ mod tests {
         assert!(
             reason(row("HTTP", "http://x/", Some(json!({"a": {}}))), Some(&s)).contains("string")
         );
+    }
+
+    #[test]
+    fn odd_methods_unsent_bodies_and_reversed_thresholds() {
+        let p = probes();
+        let mut fetch = row("HTTP", "http://x/", None);
+        fetch.method = "FETCH".into();
+        let reason = p
+            .spec_from_rows(&fetch, Some(&schedule(30)))
+            .unwrap_err()
+            .reason;
+        assert!(reason.contains("unsupported method `FETCH`"), "{reason}");
+
+        let mut tcp_body = row("TCP", "tcp://x:1", None);
+        tcp_body.body = Some(json!({"a": 1}));
+        let reason = p
+            .spec_from_rows(&tcp_body, Some(&schedule(30)))
+            .unwrap_err()
+            .reason;
+        assert!(
+            reason.contains("TCP checks send no request body"),
+            "{reason}"
+        );
+
+        let mut reversed = schedule(30);
+        (reversed.thresholds_warning, reversed.thresholds_critical) = (Some(900), Some(100));
+        let spec = p
+            .spec_from_rows(&row("HTTP", "http://x/", None), Some(&reversed))
+            .expect("runs without thresholds");
+        assert_eq!(
+            (spec.schedule.warning_ms, spec.schedule.critical_ms),
+            (None, None)
+        );
+        assert!(ignored_thresholds(&reversed).is_some());
+        assert!(ignored_thresholds(&schedule(30)).is_none());
     }
 
     #[test]

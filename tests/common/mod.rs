@@ -915,6 +915,28 @@ impl ScriptedServer {
         .await
     }
 
+    /// Starts a server that keeps each request head (in order of arrival, in the list
+    /// returned) and answers it with the bytes `answer` gives for it, then closes.
+    pub async fn recording(answer: fn(&str) -> &'static [u8]) -> (Self, Arc<Mutex<Vec<String>>>) {
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        let server = Self::start(move |mut stream, _| {
+            let seen = seen.clone();
+            async move {
+                use tokio::io::AsyncWriteExt;
+                let Some(head) = read_request_head(&mut stream).await else {
+                    return;
+                };
+                let bytes = answer(&head);
+                seen.lock().expect("heads").push(head);
+                let _ = stream.write_all(bytes).await;
+                let _ = stream.shutdown().await;
+            }
+        })
+        .await;
+        (server, heads)
+    }
+
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.addr.port())
