@@ -10,8 +10,9 @@ use slog::{info, warn, Logger};
 use crate::actors::heartbeat_writer::Flush;
 use crate::actors::supervisor::{LeaseTiming, Shutdown};
 use crate::actors::{ConfigReloadActor, HeartbeatWriterActor, RetentionActor, SupervisorActor};
+use crate::db::config::{self, IdentityError};
 use crate::db::lease::Claimant;
-use crate::db::{self, config, migrations, DbTarget};
+use crate::db::{self, migrations, DbTarget};
 use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
 use crate::monitor::{ProbeConfig, ProbeSet};
@@ -47,7 +48,9 @@ pub fn migrate(args: &MigrateArgs, log: &Logger) -> anyhow::Result<()> {
     })
 }
 
-/// `uptimeo-agent run`: returns when a signal asked the agent to stop.
+/// `uptimeo-agent run`: returns when a signal asked the agent to stop, or with an error once
+/// the datacenter or this agent's row was deleted (or the agent moved to another datacenter),
+/// after the same orderly stop.
 pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
     let target = DbTarget::parse(&args.db.db_conn_string)?;
     let agent_id = bootstrap_runtime()?.block_on(bootstrap(args, &target, log))?;
@@ -114,6 +117,7 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
         )
         .with_metrics(metrics.clone())
         .start();
+        let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
         let _reload = ConfigReloadActor::new(
             control_pool,
             Some(target.clone()),
@@ -124,10 +128,21 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
             log.clone(),
         )
         .with_metrics(metrics)
+        .with_identity(agent_id, gone_tx)
         .start();
 
-        let signal = wait_for_signal().await?;
-        info!(log, "shutting down"; "signal" => signal);
+        // A signal, or the datacenter or this agent removed from the database: the same
+        // orderly stop, but the latter ends in an error (exit status 1).
+        let gone = tokio::select! {
+            signal = wait_for_signal() => {
+                info!(log, "shutting down"; "signal" => signal?);
+                None
+            }
+            Ok(problem) = gone_rx => {
+                info!(log, "shutting down"; "reason" => %problem);
+                Some(problem)
+            }
+        };
         let stop = async {
             let _ = supervisor.send(Shutdown).await;
             let _ = writer.send(Flush).await;
@@ -139,7 +154,10 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
             health.abort();
         }
         info!(log, "stopped");
-        Ok(())
+        match gone {
+            Some(problem) => Err(problem.into()),
+            None => Ok(()),
+        }
     })
 }
 
@@ -152,15 +170,12 @@ async fn bootstrap(args: &RunArgs, target: &DbTarget, log: &Logger) -> anyhow::R
     let mut conn = target.connect().await?;
     let dc = args.datacenter_id;
     let Some(code) = config::datacenter_code(&mut conn, dc).await? else {
-        bail!("datacenter {dc} does not exist (no row in datacenters with id {dc})");
+        bail!(IdentityError::NoDatacenter(dc));
     };
     let agent_id = match args.agent_id {
-        Some(id) => match config::agent_datacenter(&mut conn, id).await? {
-            None => bail!("agent {id} does not exist (no row in agents with id {id})"),
-            Some(Some(other)) if other != dc => {
-                bail!("agent {id} belongs to datacenter {other}, not to datacenter {dc}")
-            }
-            Some(_) => id,
+        Some(id) => match config::agent_problem(&mut conn, dc, id).await? {
+            Some(problem) => bail!(problem),
+            None => id,
         },
         None => config::lowest_agent_id(&mut conn, dc)
             .await?

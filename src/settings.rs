@@ -14,7 +14,7 @@ pub const DEFAULT_CONFIG_RELOAD_SECS: &str = "30";
 /// Default port of the health endpoint.
 pub const DEFAULT_HEALTH_PORT: &str = "8080";
 /// Default lease time to live, in seconds.
-pub const DEFAULT_LEASE_TTL_SECS: &str = "5";
+pub const DEFAULT_LEASE_TTL_SECS: &str = "2";
 /// Default seconds between two attempts of a standby to take the lease.
 pub const DEFAULT_STANDBY_RETRY_SECS: &str = "1";
 /// Default number of heartbeats written by one INSERT statement.
@@ -150,7 +150,8 @@ pub struct RunArgs {
           value_parser = parse_seconds)]
     pub lease_ttl: Duration,
 
-    /// Seconds between two attempts of a standby to take the lease.
+    /// Longest wait, in seconds, between two attempts of a standby to take the lease; it also
+    /// tries when the holder's lease expires.
     #[arg(long, env = "STANDBY_RETRY_INTERVAL", default_value = DEFAULT_STANDBY_RETRY_SECS,
           value_parser = parse_seconds)]
     pub standby_retry_interval: Duration,

@@ -216,3 +216,65 @@ async fn concurrent_partition_creation_is_safe() {
         .iter()
         .all(|o| matches!(o, PartitionOutcome::Created | PartitionOutcome::Exists)));
 }
+
+/// A schema migrated by a newer agent (versions this binary does not embed): the running agent
+/// warns once per new set of unknown versions, naming them, and keeps running its checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_binary_is_warned_about_once() {
+    const NEWER: &str = "database schema is newer than this agent";
+    let db = TestDb::migrated();
+    let http = TestServer::http().await;
+    db.execute(&config_with_monitors(&http, 1));
+    let agent = AgentProcess::run(&db.url, 1, &[]);
+    agent
+        .wait_for_msg("Acquired lock for datacenter:1", Duration::from_secs(15))
+        .await;
+    let unchanged = || agent.records_with("config unchanged").len();
+    // Reloads (one a second) come and go without a word while the schema is known.
+    let before = unchanged();
+    wait_for(Duration::from_secs(10), "two reloads", || {
+        let n = unchanged();
+        async move { (n >= before + 2).then_some(()) }
+    })
+    .await;
+    assert!(agent.records_with(NEWER).is_empty());
+
+    for (version, expected) in [
+        ("20991231000001", "20991231000001"),
+        ("20991231000002", "20991231000001,20991231000002"),
+    ] {
+        db.execute(&format!(
+            "INSERT INTO __diesel_schema_migrations (version) VALUES ('{version}')"
+        ));
+        let warned = wait_for(Duration::from_secs(10), "the warning", || {
+            let found = agent
+                .records_with(NEWER)
+                .into_iter()
+                .find(|r| r["unknown_versions"] == expected);
+            async move { found }
+        })
+        .await;
+        assert_eq!(warned["level"], "WARN");
+        assert!(warned["known_versions"]
+            .as_str()
+            .is_some_and(|v| v.contains("20261203000001")));
+        // Three more reloads say nothing more.
+        let seen = unchanged();
+        wait_for(Duration::from_secs(10), "three more reloads", || {
+            let n = unchanged();
+            async move { (n >= seen + 3).then_some(()) }
+        })
+        .await;
+        let warnings = agent.records_with(NEWER);
+        assert_eq!(
+            warnings
+                .iter()
+                .filter(|r| r["unknown_versions"] == expected)
+                .count(),
+            1,
+            "{warnings:?}"
+        );
+    }
+    assert_eq!(agent.records_with(NEWER).len(), 2);
+    assert!(executed_checks(&agent) > 0, "checks ran throughout");
+}

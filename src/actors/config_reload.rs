@@ -15,7 +15,15 @@
 //!
 //! It compares the rows as stored, so a reload that finds nothing new sends nothing. Rows that
 //! cannot run are reported once per change, with the monitor and the reason, and left out; the
-//! other monitors are unaffected.
+//! other monitors are unaffected. Thresholds out of order are reported the same way, and the
+//! monitor runs without them.
+//!
+//! Each reload also checks that the datacenter and this agent's row still exist (and that the
+//! agent still belongs to the datacenter): when not, the checks stop and the process is told
+//! to exit ([`ConfigReloadActor::with_identity`]). A change of `agents` is not notified, so
+//! it is seen at the next poll. And each reload compares the applied migrations with the ones
+//! this binary embeds, warning once per new set of unknown versions (a newer agent migrated
+//! the schema).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -25,10 +33,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use slog::{debug, error, info, warn, Logger};
 
-use crate::db::config::{self, ConfigListener, MonitorWithSchedule};
-use crate::db::{self, DbError, DbTarget, Pool};
+use crate::db::config::{self, ConfigListener, IdentityError, MonitorWithSchedule};
+use crate::db::{self, migrations, DbError, DbTarget, Pool};
 use crate::metrics::{Metrics, ReloadOutcome};
-use crate::monitor::{MonitorSpec, ProbeSet};
+use crate::monitor::{self, MonitorSpec, ProbeSet};
 
 /// Polls the configuration of one datacenter.
 pub struct ConfigReloadActor {
@@ -45,7 +53,22 @@ pub struct ConfigReloadActor {
     metrics: Arc<Metrics>,
     /// A change was notified while loading: load again when done.
     reload_again: bool,
+    /// This agent's id, and where to say that it may no longer run (once).
+    identity: Option<(i32, Option<tokio::sync::oneshot::Sender<IdentityError>>)>,
+    /// The unknown migration versions last warned about.
+    unknown_migrations: Vec<String>,
     log: Logger,
+}
+
+/// What one reload read.
+enum Loaded {
+    /// The datacenter's monitors, and the applied migrations this binary does not embed.
+    Config {
+        rows: Vec<MonitorWithSchedule>,
+        unknown_migrations: Vec<String>,
+    },
+    /// The datacenter or this agent may no longer run.
+    Gone(IdentityError),
 }
 
 /// First wait before the listener reconnects.
@@ -76,6 +99,8 @@ impl ConfigReloadActor {
             loading: false,
             metrics: Arc::new(Metrics::new()),
             reload_again: false,
+            identity: None,
+            unknown_migrations: Vec::new(),
             log,
         }
     }
@@ -83,6 +108,18 @@ impl ConfigReloadActor {
     /// Counts polls by outcome in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Checks at each reload that agent `agent_id` may still run the datacenter; when it may
+    /// not (the datacenter or the agent was deleted, or the agent moved to another
+    /// datacenter), stops the checks and sends why on `gone`, once.
+    pub fn with_identity(
+        mut self,
+        agent_id: i32,
+        gone: tokio::sync::oneshot::Sender<IdentityError>,
+    ) -> Self {
+        self.identity = Some((agent_id, Some(gone)));
         self
     }
 
@@ -94,25 +131,40 @@ impl ConfigReloadActor {
         self.loading = true;
         let pool = self.pool.clone();
         let datacenter_id = self.datacenter_id;
+        let agent_id = self.identity.as_ref().map(|(id, _)| *id);
         let load = async move {
             let mut conn = db::checkout(&pool).await?;
             if config::datacenter_code(&mut conn, datacenter_id)
                 .await?
                 .is_none()
             {
-                return Ok(None);
+                return Ok(Loaded::Gone(IdentityError::NoDatacenter(datacenter_id)));
             }
-            config::monitors_of_datacenter(&mut conn, datacenter_id)
-                .await
-                .map(Some)
+            if let Some(agent_id) = agent_id {
+                if let Some(problem) =
+                    config::agent_problem(&mut conn, datacenter_id, agent_id).await?
+                {
+                    return Ok(Loaded::Gone(problem));
+                }
+            }
+            Ok(Loaded::Config {
+                rows: config::monitors_of_datacenter(&mut conn, datacenter_id).await?,
+                unknown_migrations: migrations::unknown_versions(&mut conn).await?,
+            })
         };
         ctx.spawn(
             load.into_actor(self)
                 .map(|outcome: Result<_, DbError>, act, ctx| {
                     act.loading = false;
                     match outcome {
-                        Ok(Some(rows)) => act.apply(rows),
-                        Ok(None) => act.datacenter_missing(),
+                        Ok(Loaded::Config {
+                            rows,
+                            unknown_migrations,
+                        }) => {
+                            act.check_schema(unknown_migrations);
+                            act.apply(rows)
+                        }
+                        Ok(Loaded::Gone(problem)) => act.gone(problem),
                         Err(e) => {
                             act.metrics.record_reload(ReloadOutcome::Failed);
                             warn!(act.log, "config reload failed; retried at the next poll";
@@ -140,7 +192,14 @@ impl ConfigReloadActor {
         let mut skipped = 0;
         for (monitor, schedule) in &rows {
             match self.probes.spec_from_rows(monitor, schedule.as_ref()) {
-                Ok(spec) => specs.push(Arc::new(spec)),
+                Ok(spec) => {
+                    if let Some(reason) = schedule.as_ref().and_then(monitor::ignored_thresholds) {
+                        warn!(self.log, "monitor thresholds ignored: invalid configuration";
+                            "monitor_id" => monitor.id, "monitor_name" => &monitor.name,
+                            "reason" => reason);
+                    }
+                    specs.push(Arc::new(spec))
+                }
                 Err(invalid) => {
                     skipped += 1;
                     warn!(self.log, "monitor skipped: invalid configuration";
@@ -153,12 +212,29 @@ impl ConfigReloadActor {
         self.supervisor.do_send(ConfigChanged { specs });
     }
 
-    fn datacenter_missing(&mut self) {
-        error!(self.log, "datacenter no longer exists; stopping checks");
+    /// The datacenter or this agent may no longer run: stops the checks and, when the process
+    /// asked to know, tells it (once), so that it exits.
+    fn gone(&mut self, problem: IdentityError) {
         if self.last_fingerprint != Some(0) {
+            error!(self.log, "datacenter or agent removed; stopping checks";
+                "reason" => %problem);
             self.last_fingerprint = Some(0);
             self.supervisor.do_send(ConfigChanged { specs: Vec::new() });
         }
+        if let Some(gone) = self.identity.as_mut().and_then(|(_, gone)| gone.take()) {
+            let _ = gone.send(problem);
+        }
+    }
+
+    /// Warns when the schema holds migrations this binary does not embed, once for each new
+    /// set of them: the agent runs on, but columns or tables it does not know may be in use.
+    fn check_schema(&mut self, unknown: Vec<String>) {
+        if unknown != self.unknown_migrations && !unknown.is_empty() {
+            warn!(self.log, "database schema is newer than this agent";
+                "unknown_versions" => unknown.join(","), "known_versions" =>
+                migrations::embedded_versions().join(","));
+        }
+        self.unknown_migrations = unknown;
     }
 }
 
@@ -170,7 +246,7 @@ fn fingerprint(rows: &[MonitorWithSchedule]) -> u64 {
             .unwrap_or_default()
             .hash(&mut hasher);
     }
-    hasher.finish() | 1 // never 0, which stands for "datacenter missing"
+    hasher.finish() | 1 // never 0, which stands for "datacenter or agent gone"
 }
 
 impl Actor for ConfigReloadActor {

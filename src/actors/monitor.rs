@@ -2,8 +2,9 @@
 //!
 //! Fixed rate: slots come from [`crate::schedule`], so a slow check never shifts later slots.
 //! A slot that falls while the previous check still runs is skipped and counted. A panic inside
-//! a check is caught and stored as a failed heartbeat (`error_type = internal`); the actor goes
-//! on.
+//! a check is caught and stored as a failed heartbeat (`error_type = internal`); then the actor
+//! stops, and the supervisor restarts it after a backoff, so that a check that keeps panicking
+//! runs ever less often.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
-use slog::{debug, info, o, warn, Logger};
+use slog::{debug, error, info, o, warn, Logger};
 
 use super::heartbeat_writer::{PendingHeartbeat, RecordHeartbeat};
 use crate::heartbeat::{CheckFailure, CheckResult, ErrorKind, RowContext};
@@ -103,24 +104,29 @@ impl MonitorActor {
         self.check_running = true;
         let check = AssertUnwindSafe(self.probe.clone().check(self.spec.clone())).catch_unwind();
         let started_at = Utc::now();
-        ctx.spawn(check.into_actor(self).map(move |outcome, act, _ctx| {
+        ctx.spawn(check.into_actor(self).map(move |outcome, act, ctx| {
             act.check_running = false;
-            let result = outcome.unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_string());
-                CheckResult {
-                    started_at,
-                    failure: Some(CheckFailure::new(
-                        ErrorKind::Internal,
-                        format!("the check panicked: {message}"),
-                    )),
-                    ..CheckResult::default()
-                }
-            });
+            let panic = match outcome {
+                Ok(result) => return act.record(result, slot),
+                Err(panic) => panic,
+            };
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            let result = CheckResult {
+                started_at,
+                failure: Some(CheckFailure::new(
+                    ErrorKind::Internal,
+                    format!("the check panicked: {message}"),
+                )),
+                ..CheckResult::default()
+            };
             act.record(result, slot);
+            error!(act.log, "check panicked; stopping the monitor";
+                "monitor_name" => %act.name, "error" => message);
+            ctx.stop();
         }));
     }
 

@@ -1,14 +1,17 @@
 //! `SupervisorActor`: holds the datacenter's lease and runs one `MonitorActor` per monitor
 //! while it does.
 //!
-//! Lease policy: a standby tries to take the lease every `standby_retry_interval`. The holder
-//! renews it four times per TTL. Each successful renewal sets a local deadline, measured on the
+//! Lease policy: a standby tries to take the lease every `standby_retry_interval`, or sooner:
+//! at the moment the holder's lease expires, as the last attempt read it from the database, so
+//! that a killed holder is replaced as soon as its lease allows. The holder renews it four
+//! times per TTL. Each successful renewal sets a local deadline, measured on the
 //! monotonic clock from the moment the renewal was *sent*, a safety margin before the lease can
 //! expire in the database; when the deadline passes without a renewal, every monitor is stopped.
 //! A renewal that finds the lease taken (epoch superseded) stops them at once.
 //!
-//! Supervision policy: a monitor actor that stops without being asked to is restarted after a
-//! backoff that doubles with each failure in a row (1 s up to 60 s).
+//! Supervision policy: a monitor actor that stops without being asked to (its check panicked)
+//! is restarted after a backoff that doubles with each failure in a row (1 s up to 60 s); a
+//! monitor that then runs for [`BACKOFF_RESET_AFTER`] without failing starts over at 1 s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,20 +23,27 @@ use slog::{error, info, warn, Logger};
 use super::config_reload::ConfigChanged;
 use super::heartbeat_writer::{HeartbeatWriterActor, RecordHeartbeat};
 use super::monitor::{MonitorActor, MonitorSetup, MonitorStopped, StopMonitor};
-use crate::db::lease::{self, Claimant};
+use crate::db::lease::{self, Claimant, LeaseAttempt};
 use crate::db::{self, DbError, Pool};
 use crate::metrics::{LeaseRole, Metrics};
 use crate::monitor::{MonitorSpec, ProbeSet};
 
+/// How long after the holder's known expiry a standby tries again: the expiry is by the
+/// database's clock, read a moment ago.
+pub const EXPIRY_SLACK: Duration = Duration::from_millis(25);
+
 /// Longest wait before restarting a monitor that keeps stopping.
 pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a restarted monitor must run without stopping for its backoff to start over.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(300);
 
 /// Lease timing.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseTiming {
     /// How long the lease lasts unless renewed.
     pub ttl: Duration,
-    /// How often a standby tries to take the lease.
+    /// Longest wait between two attempts of a standby to take the lease (it also tries at the
+    /// holder's expiry, when that comes sooner).
     pub standby_retry: Duration,
 }
 
@@ -145,9 +155,11 @@ impl SupervisorActor {
             if act.shutting_down {
                 return;
             }
+            let mut retry = act.timing.standby_retry;
             match outcome {
-                Ok(Some(epoch)) => act.become_active(epoch, sent, ctx),
-                Ok(None) => {
+                Ok(LeaseAttempt::Acquired(epoch)) => act.become_active(epoch, sent, ctx),
+                Ok(LeaseAttempt::Held { expires_in }) => {
+                    retry = retry.min(expires_in + EXPIRY_SLACK);
                     act.metrics.record_lease(LeaseRole::Standby, None);
                     if let LeaseState::Standby {
                         announced: announced @ false,
@@ -163,7 +175,7 @@ impl SupervisorActor {
                 }
             }
             if matches!(act.lease, LeaseState::Standby { .. }) {
-                act.schedule_tick(act.timing.standby_retry, ctx);
+                act.schedule_tick(retry, ctx);
             }
         }));
     }
@@ -405,16 +417,24 @@ impl Handler<MonitorStopped> for SupervisorActor {
         if !unexpected || self.shutting_down {
             return;
         }
-        self.running.remove(&msg.monitor_id);
+        let Some(stopped) = self.running.remove(&msg.monitor_id) else {
+            return;
+        };
+        let now = Instant::now();
         let entry = self
             .restart_backoff
             .entry(msg.monitor_id)
-            .or_insert((0, Instant::now()));
+            .or_insert((0, now));
+        // `entry.1` is when it was last restarted: long enough ago, the failures are forgiven.
+        if now.saturating_duration_since(entry.1) >= BACKOFF_RESET_AFTER {
+            entry.0 = 0;
+        }
         entry.0 += 1;
         let delay = Duration::from_secs(1 << (entry.0 - 1).min(6)).min(MAX_RESTART_BACKOFF);
-        entry.1 = Instant::now() + delay;
+        entry.1 = now + delay;
         warn!(self.log, "monitor stopped unexpectedly; restarting";
-            "monitor_id" => msg.monitor_id, "failures" => entry.0, "restart_in_s" => delay.as_secs());
+            "monitor_id" => msg.monitor_id, "monitor_name" => &stopped.spec.name,
+            "failures" => entry.0, "restart_in_s" => delay.as_secs());
         ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
     }
 }

@@ -97,18 +97,54 @@ pub async fn agent_datacenter(
         .optional()?)
 }
 
-/// Every monitor linked to the datacenter through `datacenter_monitors`, by id.
+/// Why an agent may not run a datacenter's checks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("datacenter {0} does not exist (no row in datacenters with id {0})")]
+    NoDatacenter(i32),
+    #[error("agent {0} does not exist (no row in agents with id {0})")]
+    NoAgent(i32),
+    #[error("agent {agent} belongs to datacenter {other}, not to datacenter {datacenter}")]
+    OtherDatacenter {
+        agent: i32,
+        other: i32,
+        datacenter: i32,
+    },
+}
+
+/// Why `agent_id` may not run the checks of `datacenter_id`, if it may not: the agent does not
+/// exist or belongs to another datacenter. An agent of no datacenter may run any.
+pub async fn agent_problem(
+    conn: &mut AsyncPgConnection,
+    datacenter_id: i32,
+    agent_id: i32,
+) -> Result<Option<IdentityError>, DbError> {
+    Ok(match agent_datacenter(conn, agent_id).await? {
+        None => Some(IdentityError::NoAgent(agent_id)),
+        Some(Some(other)) if other != datacenter_id => Some(IdentityError::OtherDatacenter {
+            agent: agent_id,
+            other,
+            datacenter: datacenter_id,
+        }),
+        Some(_) => None,
+    })
+}
+
+/// Every monitor linked to the datacenter through `datacenter_monitors`, by id, each once: a
+/// database whose `datacenter_monitors` lacks its primary key may link a monitor twice.
 pub async fn monitors_of_datacenter(
     conn: &mut AsyncPgConnection,
     datacenter_id: i32,
 ) -> Result<Vec<MonitorWithSchedule>, DbError> {
-    Ok(datacenter_monitors::table
+    let mut rows: Vec<MonitorWithSchedule> = datacenter_monitors::table
         .inner_join(api_monitors::table.left_join(schedules::table))
         .filter(datacenter_monitors::datacenter_id.eq(datacenter_id))
         .select((MonitorRow::as_select(), Option::<ScheduleRow>::as_select()))
         .order(api_monitors::id)
         .load(conn)
-        .await?)
+        .await?;
+    rows.dedup_by_key(|(monitor, _)| monitor.id);
+    Ok(rows)
 }
 
 /// A connection of its own, LISTENing on [`CONFIG_CHANNEL`].

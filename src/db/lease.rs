@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Integer, Text};
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::DbError;
@@ -22,43 +22,67 @@ pub struct Claimant {
     pub instance: String,
 }
 
-#[derive(QueryableByName)]
-struct EpochRow {
-    #[diesel(sql_type = BigInt)]
-    epoch: i64,
+/// What an attempt to take the lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseAttempt {
+    /// Taken, under this epoch.
+    Acquired(i64),
+    /// Another agent holds it; it expires in this long unless renewed (by the database's
+    /// clock, as the attempt saw it).
+    Held { expires_in: Duration },
 }
 
-/// Takes the lease if nobody holds it or the holder's lease expired; returns the new epoch, or
-/// `None` while another agent holds it.
+#[derive(QueryableByName)]
+struct AttemptRow {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    epoch: Option<i64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    expires_in_s: Option<f64>,
+}
+
+/// Takes the lease if nobody holds it or the holder's lease expired. Otherwise says when the
+/// holder's lease expires, so that a standby can try again at that moment rather than poll.
+///
+/// The expiry is read from the statement's snapshot: a renewal committed while the attempt ran
+/// is not seen, so the time returned may be early, never late.
 pub async fn try_acquire(
     conn: &mut AsyncPgConnection,
     claimant: &Claimant,
     ttl: Duration,
-) -> Result<Option<i64>, DbError> {
-    let row: Option<EpochRow> = diesel::sql_query(
-        "INSERT INTO datacenter_leases AS l \
-             (datacenter_id, holder_agent_id, holder_instance, epoch, acquired_at, renewed_at, \
-              expires_at) \
-         VALUES ($1, $2, $3, 1, clock_timestamp(), clock_timestamp(), \
-                 clock_timestamp() + make_interval(secs => $4)) \
-         ON CONFLICT (datacenter_id) DO UPDATE SET \
-             holder_agent_id = EXCLUDED.holder_agent_id, \
-             holder_instance = EXCLUDED.holder_instance, \
-             epoch = l.epoch + 1, \
-             acquired_at = EXCLUDED.acquired_at, \
-             renewed_at = EXCLUDED.renewed_at, \
-             expires_at = EXCLUDED.expires_at \
-         WHERE l.expires_at <= clock_timestamp() \
-         RETURNING l.epoch",
+) -> Result<LeaseAttempt, DbError> {
+    let row: AttemptRow = diesel::sql_query(
+        "WITH attempt AS ( \
+             INSERT INTO datacenter_leases AS l \
+                 (datacenter_id, holder_agent_id, holder_instance, epoch, acquired_at, \
+                  renewed_at, expires_at) \
+             VALUES ($1, $2, $3, 1, clock_timestamp(), clock_timestamp(), \
+                     clock_timestamp() + make_interval(secs => $4)) \
+             ON CONFLICT (datacenter_id) DO UPDATE SET \
+                 holder_agent_id = EXCLUDED.holder_agent_id, \
+                 holder_instance = EXCLUDED.holder_instance, \
+                 epoch = l.epoch + 1, \
+                 acquired_at = EXCLUDED.acquired_at, \
+                 renewed_at = EXCLUDED.renewed_at, \
+                 expires_at = EXCLUDED.expires_at \
+             WHERE l.expires_at <= clock_timestamp() \
+             RETURNING l.epoch) \
+         SELECT (SELECT epoch FROM attempt) AS epoch, \
+                (SELECT extract(epoch FROM expires_at - clock_timestamp())::float8 \
+                 FROM datacenter_leases WHERE datacenter_id = $1) AS expires_in_s",
     )
     .bind::<Integer, _>(claimant.datacenter_id)
     .bind::<Integer, _>(claimant.agent_id)
     .bind::<Text, _>(&claimant.instance)
     .bind::<Double, _>(ttl.as_secs_f64())
     .get_result(conn)
-    .await
-    .optional()?;
-    Ok(row.map(|r| r.epoch))
+    .await?;
+    Ok(match row.epoch {
+        Some(epoch) => LeaseAttempt::Acquired(epoch),
+        None => LeaseAttempt::Held {
+            // Clamped: a NaN or an absurd expiry must not panic the conversion.
+            expires_in: Duration::from_secs_f64(row.expires_in_s.unwrap_or(0.0).clamp(0.0, 1e6)),
+        },
+    })
 }
 
 /// Extends the lease held under `epoch`; false when it was lost (expired and taken, or the

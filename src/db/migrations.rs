@@ -4,7 +4,9 @@
 //! a session advisory lock on a dedicated connection (never a pooled one): the first agent
 //! applies them, the others wait and then find nothing pending.
 
-use diesel_async::{AsyncMigrationHarness, RunQueryDsl};
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use super::{DbError, DbTarget};
@@ -39,6 +41,33 @@ pub async fn run_pending(target: &DbTarget) -> Result<Vec<String>, DbError> {
         .execute(&mut conn)
         .await?;
     applied
+}
+
+/// The versions of the migrations compiled into this binary, as diesel records them.
+pub fn embedded_versions() -> Vec<String> {
+    MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .map(|all| all.iter().map(|m| m.name().version().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The versions in `__diesel_schema_migrations` that this binary does not embed, in order:
+/// a newer agent migrated the schema.
+pub async fn unknown_versions(conn: &mut AsyncPgConnection) -> Result<Vec<String>, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Applied {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+    }
+    let applied: Vec<Applied> =
+        diesel::sql_query("SELECT version FROM __diesel_schema_migrations ORDER BY version")
+            .load(conn)
+            .await?;
+    let known = embedded_versions();
+    Ok(applied
+        .into_iter()
+        .map(|a| a.version)
+        .filter(|v| !known.contains(v))
+        .collect())
 }
 
 /// Creates the database named by `target` when it does not exist yet, connecting to the
@@ -76,5 +105,17 @@ pub async fn create_database_if_missing(target: &DbTarget) -> Result<bool, DbErr
             Ok(false)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn embedded_versions_are_named_as_diesel_records_them() {
+        let versions = super::embedded_versions();
+        assert!(
+            versions.contains(&"20261203000001".to_string()),
+            "{versions:?}"
+        );
     }
 }

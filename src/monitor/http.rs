@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ::http::Method;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use hickory_resolver::TokioResolver;
@@ -46,6 +47,18 @@ pub const BODY_STORE_CAP: usize = 64 * 1024;
 /// Largest response head (status line and headers) accepted, HTTP/1 and HTTP/2 alike.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub use decode::DECODED_CAP;
+
+/// The methods HTTP monitors send. Others (CONNECT, TRACE, extension methods such as a
+/// mistyped `FETCH`) are refused when the monitor is loaded rather than sent to the target.
+pub const SENT_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
 
 /// Runs HTTP and HTTPS monitors.
 pub struct HttpProbe {
@@ -195,7 +208,18 @@ impl HttpProbe {
 
 impl Probe for HttpProbe {
     fn validate(&self, spec: &MonitorSpec) -> Result<(), String> {
+        if !SENT_METHODS.contains(&spec.method) {
+            return Err(format!(
+                "unsupported method `{}`: HTTP monitors send GET, HEAD, POST, PUT, PATCH, \
+                 DELETE or OPTIONS",
+                spec.method
+            ));
+        }
         Target::parse(&spec.url).map(|_| ())
+    }
+
+    fn sends_body(&self) -> bool {
+        true
     }
 
     fn check(self: Arc<Self>, spec: Arc<MonitorSpec>) -> BoxFuture<'static, CheckResult> {

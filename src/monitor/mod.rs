@@ -11,6 +11,8 @@ pub mod measure;
 pub mod net;
 pub mod ping;
 pub mod tcp;
+#[cfg(debug_assertions)]
+pub mod test_panic;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +99,12 @@ pub trait Probe: Send + Sync {
     /// Rejects a definition this probe cannot run (its URL, method, ...), with the reason.
     fn validate(&self, spec: &MonitorSpec) -> Result<(), String>;
 
+    /// Whether checks of this type send the monitor's `body`; a monitor with a body of a type
+    /// that sends none is rejected rather than checked without it.
+    fn sends_body(&self) -> bool {
+        false
+    }
+
     /// Runs one check. Never fails: every failure is described in the result.
     fn check(self: Arc<Self>, spec: Arc<MonitorSpec>) -> BoxFuture<'static, CheckResult>;
 }
@@ -147,6 +155,8 @@ impl ProbeSet {
             "TCP" => Some(self.tcp.clone()),
             "DNS" => Some(self.dns.clone()),
             "ICMP" | "PING" => Some(self.ping.clone()),
+            #[cfg(debug_assertions)]
+            test_panic::TYPE => Some(Arc::new(test_panic::PanicProbe)),
             _ => None,
         }
     }
@@ -188,6 +198,12 @@ impl ProbeSet {
             http,
             expect,
         };
+        if spec.body.is_some() && !probe.sends_body() {
+            return Err(invalid(format!(
+                "a body is set, but {} checks send no request body",
+                spec.kind
+            )));
+        }
         probe.validate(&spec).map_err(invalid)?;
         Ok(spec)
     }
@@ -207,12 +223,13 @@ fn schedule_from_row(row: &MonitorRow, schedule: Option<&ScheduleRow>) -> Result
             MAX_INTERVAL.as_secs()
         ));
     }
+    let thresholds_valid = ignored_thresholds(s).is_none();
     Ok(Schedule {
         id: s.id,
         interval: Duration::from_secs(secs),
         include_response_body: s.include_response_body.unwrap_or(false),
-        warning_ms: s.thresholds_warning,
-        critical_ms: s.thresholds_critical,
+        warning_ms: s.thresholds_warning.filter(|_| thresholds_valid),
+        critical_ms: s.thresholds_critical.filter(|_| thresholds_valid),
     })
 }
 
@@ -292,6 +309,20 @@ fn http_options_from_row(
         min_cert_days,
     };
     Ok((http, expectations))
+}
+
+/// Why a schedule's thresholds are ignored, if they are: a warning threshold above the
+/// critical one cannot be meant. Its monitors still run, without thresholds (every answered
+/// check is `up`), and the reason is logged.
+pub fn ignored_thresholds(s: &ScheduleRow) -> Option<String> {
+    match (s.thresholds_warning, s.thresholds_critical) {
+        (Some(warning), Some(critical)) if warning > critical => Some(format!(
+            "schedule {} has thresholds_warning {warning} ms above thresholds_critical \
+             {critical} ms; both ignored",
+            s.id
+        )),
+        _ => None,
+    }
 }
 
 /// Headers must be a JSON object whose values are strings (numbers and booleans are accepted
@@ -451,6 +482,41 @@ mod tests {
             reason,
             "expected_status apply to HTTP monitors only, not TCP"
         );
+    }
+
+    #[test]
+    fn odd_methods_unsent_bodies_and_reversed_thresholds() {
+        let p = probes();
+        let mut fetch = row("HTTP", "http://x/", None);
+        fetch.method = "FETCH".into();
+        let reason = p
+            .spec_from_rows(&fetch, Some(&schedule(30)))
+            .unwrap_err()
+            .reason;
+        assert!(reason.contains("unsupported method `FETCH`"), "{reason}");
+
+        let mut tcp_body = row("TCP", "tcp://x:1", None);
+        tcp_body.body = Some(json!({"a": 1}));
+        let reason = p
+            .spec_from_rows(&tcp_body, Some(&schedule(30)))
+            .unwrap_err()
+            .reason;
+        assert!(
+            reason.contains("TCP checks send no request body"),
+            "{reason}"
+        );
+
+        let mut reversed = schedule(30);
+        (reversed.thresholds_warning, reversed.thresholds_critical) = (Some(900), Some(100));
+        let spec = p
+            .spec_from_rows(&row("HTTP", "http://x/", None), Some(&reversed))
+            .expect("runs without thresholds");
+        assert_eq!(
+            (spec.schedule.warning_ms, spec.schedule.critical_ms),
+            (None, None)
+        );
+        assert!(ignored_thresholds(&reversed).is_some());
+        assert!(ignored_thresholds(&schedule(30)).is_none());
     }
 
     #[test]

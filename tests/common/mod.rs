@@ -355,7 +355,8 @@ impl AgentProcess {
         }
     }
 
-    /// Starts `run` for datacenter 1 against `db_url` with fast test settings, plus `extra`.
+    /// Starts `run` for datacenter 1 against `db_url` with fast test settings, plus `extra`;
+    /// an empty value in `extra` leaves that variable unset (the binary's default).
     /// Unless `extra` names a `SPOOL_DIR`, the process gets a new one of its own.
     pub fn run(db_url: &str, agent_id: i32, extra: &[(&str, String)]) -> Self {
         let spool = (!extra.iter().any(|(k, _)| *k == "SPOOL_DIR"))
@@ -375,7 +376,9 @@ impl AgentProcess {
         }
         for (k, v) in extra {
             env.retain(|(key, _)| key != k);
-            env.push((k, v.clone()));
+            if !v.is_empty() {
+                env.push((k, v.clone()));
+            }
         }
         let mut process = Self::start(&["run"], &env);
         process.spool = spool;
@@ -803,6 +806,15 @@ pub fn config_with_monitors(server: &TestServer, count: i32) -> String {
     sql
 }
 
+/// `extra` settings for [`AgentProcess::run`] that leave the lease timing at the binary's
+/// defaults (`LEASE_TTL`, `STANDBY_RETRY_INTERVAL`).
+pub fn default_lease_timing() -> Vec<(&'static str, String)> {
+    vec![
+        ("LEASE_TTL", String::new()),
+        ("STANDBY_RETRY_INTERVAL", String::new()),
+    ]
+}
+
 /// Checks the agent logged as executed (succeeded or failed).
 pub fn executed_checks(agent: &AgentProcess) -> usize {
     agent.records_with("check finished").len()
@@ -901,6 +913,28 @@ impl ScriptedServer {
             }
         })
         .await
+    }
+
+    /// Starts a server that keeps each request head (in order of arrival, in the list
+    /// returned) and answers it with the bytes `answer` gives for it, then closes.
+    pub async fn recording(answer: fn(&str) -> &'static [u8]) -> (Self, Arc<Mutex<Vec<String>>>) {
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        let server = Self::start(move |mut stream, _| {
+            let seen = seen.clone();
+            async move {
+                use tokio::io::AsyncWriteExt;
+                let Some(head) = read_request_head(&mut stream).await else {
+                    return;
+                };
+                let bytes = answer(&head);
+                seen.lock().expect("heads").push(head);
+                let _ = stream.write_all(bytes).await;
+                let _ = stream.shutdown().await;
+            }
+        })
+        .await;
+        (server, heads)
     }
 
     /// `http://127.0.0.1:PORT{path}`.
