@@ -42,7 +42,8 @@ async fn agents_whose_rows_go_away_stop_and_exit_with_the_reason() {
         .wait_for_msg("Acquired lock for datacenter:1", Duration::from_secs(15))
         .await;
     let mut next = AgentProcess::run(&db.url, 2, &[]);
-    let mut doomed = AgentProcess::run(&db.url, 4, &[]);
+    // Polls only once a minute: its row's deletion reaches it through LISTEN/NOTIFY.
+    let mut doomed = AgentProcess::run(&db.url, 4, &[("CONFIG_RELOAD_INTERVAL", "60".into())]);
     for standby in [&next, &doomed] {
         standby
             .wait_for_msg(
@@ -53,8 +54,14 @@ async fn agents_whose_rows_go_away_stop_and_exit_with_the_reason() {
     }
 
     // A standby's row deleted (it has no heartbeats, so no foreign key keeps it).
+    let deleted = std::time::Instant::now();
     db.execute("DELETE FROM agents WHERE id = 4");
     let (code, error) = exit_error(&mut doomed).await;
+    assert!(
+        deleted.elapsed() < Duration::from_secs(3),
+        "exited {:?} after the deletion",
+        deleted.elapsed()
+    );
     assert_eq!(code, 1);
     assert!(error.contains("agent 4 does not exist"), "{error}");
     let removed = doomed.records_with("datacenter or agent removed; stopping checks");

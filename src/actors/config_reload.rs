@@ -20,8 +20,8 @@
 //!
 //! Each reload also checks that the datacenter and this agent's row still exist (and that the
 //! agent still belongs to the datacenter): when not, the checks stop and the process is told
-//! to exit ([`ConfigReloadActor::with_identity`]). A change of `agents` is not notified, so
-//! it is seen at the next poll. And each reload compares the applied migrations with the ones
+//! to exit ([`ConfigReloadActor::with_identity`]); `agents` notifies like the configuration
+//! tables. And each reload compares the applied migrations with the ones
 //! this binary embeds, warning once per new set of unknown versions (a newer agent migrated
 //! the schema).
 

@@ -6,6 +6,9 @@
 //! - [`AgentProcess`]: the built binary as a child process, its JSON log lines collected.
 #![allow(dead_code)]
 
+mod dns;
+use dns::dns_answer;
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -1061,32 +1064,4 @@ impl Drop for TestDns {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// The response to a query packet: the table's records of the asked name and type.
-fn dns_answer(packet: &[u8], table: &[(String, std::net::IpAddr)]) -> Option<Vec<u8>> {
-    use hickory_resolver::proto::op::{Message, MessageType};
-    use hickory_resolver::proto::rr::{rdata, RData, Record, RecordType};
-    let query = Message::from_vec(packet).ok()?;
-    let mut response = Message::new();
-    response
-        .set_id(query.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(query.op_code())
-        .set_recursion_desired(query.recursion_desired())
-        .set_recursion_available(true)
-        .set_authoritative(true);
-    for q in query.queries() {
-        response.add_query(q.clone());
-        let name = q.name().to_ascii().to_ascii_lowercase();
-        for (_, ip) in table.iter().filter(|(n, _)| *n == name) {
-            let data = match (q.query_type(), ip) {
-                (RecordType::A, std::net::IpAddr::V4(v4)) => RData::A(rdata::A(*v4)),
-                (RecordType::AAAA, std::net::IpAddr::V6(v6)) => RData::AAAA(rdata::AAAA(*v6)),
-                _ => continue,
-            };
-            response.add_answer(Record::from_rdata(q.name().clone(), 60, data));
-        }
-    }
-    response.to_vec().ok()
 }

@@ -1,0 +1,1 @@
+DROP TRIGGER IF EXISTS uptimeo_config_changed ON agents;
