@@ -75,18 +75,25 @@ async fn main() {
 
 /// A CA and a `delay.test` leaf; the CA goes to `out_dir/ca.pem`.
 fn server_config(out_dir: &std::path::Path) -> rustls::ServerConfig {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("ca key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL takes a leaf whose issuer name is its own subject for
+    // self-signed.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "uptimeo bench CA");
     let ca = ca_params.self_signed(&ca_key).expect("ca");
     std::fs::write(out_dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().expect("leaf key");
-    let leaf = CertificateParams::new(vec!["delay.test".to_string()])
-        .expect("leaf params")
-        .signed_by(&key, &issuer)
-        .expect("leaf");
+    let mut leaf_params =
+        CertificateParams::new(vec!["delay.test".to_string()]).expect("leaf params");
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "delay.test");
+    let leaf = leaf_params.signed_by(&key, &issuer).expect("leaf");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

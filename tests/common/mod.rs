@@ -1033,10 +1033,11 @@ impl TestDns {
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                let received = Instant::now();
                 counter.fetch_add(1, Ordering::SeqCst);
                 let (socket, table, packet) = (socket.clone(), table.clone(), buf[..n].to_vec());
                 tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep_until((received + delay).into()).await;
                     if let Some(answer) = dns_answer(&packet, &table) {
                         let _ = socket.send_to(&answer, peer).await;
                     }
