@@ -338,3 +338,67 @@ impl Drop for DbRole {
         });
     }
 }
+
+/// Files under `dir`, recursively, relative to it.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).expect("read dir").flatten() {
+            let path = entry.path();
+            found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if path.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A run writes only in its own subdirectory of SPOOL_DIR: its working directory, HOME and
+/// TMPDIR (each a fresh empty directory) are still empty after a run of checks and a SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_writes_only_in_its_spool_directory() {
+    let db = TestDb::migrated();
+    let http = TestServer::http().await;
+    db.execute(&config_with_monitors(&http, 2));
+    let (cwd, home, tmp, spool) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let path = |d: &tempfile::TempDir| d.path().display().to_string();
+    let mut agent = AgentProcess::run_in(
+        Some(cwd.path()),
+        &db.url,
+        1,
+        &[
+            ("HOME", path(&home)),
+            ("TMPDIR", path(&tmp)),
+            ("SPOOL_DIR", path(&spool)),
+        ],
+    );
+    wait_for(Duration::from_secs(15), "checks stored", || async {
+        let stored: Vec<i64> = first_column(&db.url, "SELECT count(*) FROM api_heartbeats").await;
+        (stored[0] >= 4).then_some(())
+    })
+    .await;
+    let spooled = files_under(spool.path());
+    terminate(&mut agent).await;
+
+    for (name, dir) in [
+        ("working directory", &cwd),
+        ("HOME", &home),
+        ("TMPDIR", &tmp),
+    ] {
+        assert_eq!(files_under(dir.path()), Vec::<String>::new(), "{name}");
+    }
+    assert!(spooled.contains(&"dc1-agent1".to_string()), "{spooled:?}");
+    let after = files_under(spool.path());
+    assert!(
+        after.iter().all(|f| f.starts_with("dc1-agent1")),
+        "{after:?}"
+    );
+}

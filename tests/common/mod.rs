@@ -319,7 +319,15 @@ impl AgentProcess {
     /// Starts `uptimeo-agent` with `args` and the environment given (nothing inherited
     /// but PATH).
     pub fn start(args: &[&str], env: &[(&str, String)]) -> Self {
+        Self::start_in(None, args, env)
+    }
+
+    /// As [`AgentProcess::start`], in the working directory `dir` when given.
+    pub fn start_in(dir: Option<&std::path::Path>, args: &[&str], env: &[(&str, String)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_uptimeo-agent"));
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         command
             .args(args)
             .env_clear()
@@ -362,6 +370,16 @@ impl AgentProcess {
     /// an empty value in `extra` leaves that variable unset (the binary's default).
     /// Unless `extra` names a `SPOOL_DIR`, the process gets a new one of its own.
     pub fn run(db_url: &str, agent_id: i32, extra: &[(&str, String)]) -> Self {
+        Self::run_in(None, db_url, agent_id, extra)
+    }
+
+    /// As [`AgentProcess::run`], in the working directory `dir` when given.
+    pub fn run_in(
+        dir: Option<&std::path::Path>,
+        db_url: &str,
+        agent_id: i32,
+        extra: &[(&str, String)],
+    ) -> Self {
         let spool = (!extra.iter().any(|(k, _)| *k == "SPOOL_DIR"))
             .then(|| tempfile::tempdir().expect("spool dir"));
         let mut env = vec![
@@ -383,7 +401,7 @@ impl AgentProcess {
                 env.push((k, v.clone()));
             }
         }
-        let mut process = Self::start(&["run"], &env);
+        let mut process = Self::start_in(dir, &["run"], &env);
         process.spool = spool;
         process
     }
