@@ -177,8 +177,10 @@ impl HttpProbe {
             .await
             .map_err(|e| {
                 // The certificate that failed verification still tells its expiry.
-                let leaf = seen_leaf.lock().ok().and_then(|leaf| leaf.clone());
-                m.result.details.cert_not_after = leaf.as_ref().and_then(tls::not_after);
+                m.result.details.cert_not_after = seen_leaf
+                    .lock()
+                    .ok()
+                    .and_then(|leaf| leaf.as_ref().and_then(tls::not_after));
                 CheckFailure::new(
                     ErrorKind::Tls,
                     format!(

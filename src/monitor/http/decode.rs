@@ -101,6 +101,16 @@ impl BodyDecoder {
         self.check(outcome)
     }
 
+    /// Takes the kept decoded bytes, once decoding is over.
+    pub fn take_kept(&mut self) -> Vec<u8> {
+        let sink = match self {
+            Self::Gzip(d) => d.get_mut(),
+            Self::Deflate(d) => d.get_mut(),
+            Self::Brotli(d) => d.get_mut(),
+        };
+        std::mem::take(&mut sink.kept)
+    }
+
     /// What was decoded so far.
     pub fn decoded(&self) -> &Decoded {
         match self {

@@ -172,7 +172,7 @@ pub(super) async fn read_response(
         let decoded = decoder.decoded();
         m.result.details.decoded_bytes = Some(decoded.size);
         m.result.details.decoded_truncated = decoded.capped;
-        kept = decoded.kept.clone();
+        kept = decoder.take_kept();
     }
     m.result.timings.total = Some(m.start.elapsed());
     m.result.size_bytes = Some(size);
