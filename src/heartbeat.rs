@@ -169,6 +169,9 @@ pub struct CheckDetails {
     pub http_version: Option<String>,
     /// The address the final hop connected to.
     pub remote_addr: Option<SocketAddr>,
+    /// The addresses tried before it (or, when none accepted, all of them) and why they
+    /// failed.
+    pub failed_connects: Vec<crate::monitor::net::FailedConnect>,
     /// `TLSv1_2` or `TLSv1_3` (of the final hop).
     pub tls_version: Option<String>,
     /// Expiry of the leaf certificate the final hop's server sent.
@@ -269,6 +272,11 @@ impl CheckResult {
             "total_us": micros(t.total),
             "http_version": d.http_version,
             "remote_addr": d.remote_addr.map(|a| a.to_string()),
+            "failed_connects": d.failed_connects.iter().map(|f| json!({
+                "addr": f.addr.to_string(),
+                "us": micros(Some(f.took)),
+                "error": f.error,
+            })).collect::<Vec<_>>(),
             "tls_version": d.tls_version,
             "cert_not_after": d.cert_not_after.map(|t| t.to_rfc3339()),
             "cert_days_left": self.cert_days_left(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use uptimeo_agent::heartbeat::ErrorKind;
+use uptimeo_agent::monitor::net::FailedConnect;
 
 /// Nothing listens on ::1 at the server's port (it is bound to 127.0.0.1 only), and nothing at
 /// all on 127.0.0.2.
@@ -21,8 +22,8 @@ const RECORDS: &[(&str, &str)] = &[
 ];
 
 /// Checks `name` (resolved to a dead address and 127.0.0.1) against a live server: up, through
-/// 127.0.0.1, with one request.
-async fn assert_up_through_the_live_address(name: &str) {
+/// 127.0.0.1, with one request; returns the addresses that failed first.
+async fn assert_up_through_the_live_address(name: &str) -> Vec<FailedConnect> {
     let dns = TestDns::start(RECORDS, Duration::ZERO).await;
     let server = TestServer::http().await;
     let url = server.url("http", name, "/");
@@ -34,18 +35,23 @@ async fn assert_up_through_the_live_address(name: &str) {
     assert_eq!(result.details.remote_addr, Some(server.addr), "{name}");
     assert!(result.timings.dns.is_some());
     assert_eq!(server.hits(), 1);
+    result.details.failed_connects
 }
 
 /// A dead AAAA with a live A: up, through the A.
 #[tokio::test]
 async fn a_dead_aaaa_with_a_live_a_is_up() {
-    assert_up_through_the_live_address("dual.test").await;
+    // IPv4 goes first: the dead AAAA is never tried.
+    assert_eq!(assert_up_through_the_live_address("dual.test").await, []);
 }
 
 /// Two A records, the first refusing: the second is used.
 #[tokio::test]
 async fn a_refusing_address_is_skipped_for_the_next() {
-    assert_up_through_the_live_address("multi.test").await;
+    let failed = assert_up_through_the_live_address("multi.test").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].addr.ip().to_string(), "127.0.0.2");
+    assert!(failed[0].error.contains("refused"), "{failed:?}");
 }
 
 /// A dead A with a live AAAA: up, through the AAAA (the IPv6 loopback).
@@ -74,6 +80,13 @@ async fn a_dead_a_with_a_live_aaaa_is_up_through_ipv6() {
     serve.abort();
     assert!(result.success(), "{:?}", result.failure);
     assert_eq!(result.details.remote_addr, Some(addr));
+    let failed = result.details_json()["failed_connects"].clone();
+    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{failed}");
+    assert!(failed[0]["addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.2:"));
+    assert!(failed[0]["us"].as_u64().is_some(), "{failed}");
 }
 
 /// Only a dead address: a connect failure naming it.

@@ -153,7 +153,8 @@ impl HttpProbe {
         m.phase = "tcp connect";
         let t = Instant::now();
         let budget = spec.timeout.saturating_sub(m.start.elapsed());
-        let stream = connect_any(&addrs, target.port, budget).await?;
+        let failed = &mut m.result.details.failed_connects;
+        let stream = connect_any(&addrs, target.port, budget, failed).await?;
         m.result.timings.connect = Some(t.elapsed());
         m.result.details.remote_addr = stream.peer_addr().ok();
 

@@ -2,7 +2,7 @@
 //! addresses, each timed by the caller.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
@@ -110,26 +110,37 @@ pub fn connect_order(
     Ok(v4)
 }
 
+/// An address a check could not connect to, and how long it tried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedConnect {
+    pub addr: SocketAddr,
+    pub took: Duration,
+    pub error: String,
+}
+
 /// Connects to the first address that accepts. Each address but the last may take at most an
 /// equal share of `budget`, so that one silent address (a dead AAAA) leaves time for the next;
 /// the last may use whatever remains (the check's own timeout stops it).
+///
+/// Each address that failed is added to `failed`, with the time it took.
 pub async fn connect_any(
     addrs: &[IpAddr],
     port: u16,
     budget: Duration,
+    failed: &mut Vec<FailedConnect>,
 ) -> Result<TcpStream, CheckFailure> {
     let share = budget / u32::try_from(addrs.len().max(1)).unwrap_or(u32::MAX);
-    let mut errors = Vec::new();
     for (i, ip) in addrs.iter().enumerate() {
         let addr = SocketAddr::new(*ip, port);
+        let started = Instant::now();
         let attempt = TcpStream::connect(addr);
         let outcome = if i + 1 < addrs.len() {
             match tokio::time::timeout(share, attempt).await {
                 Ok(outcome) => outcome,
-                Err(_) => {
-                    errors.push(format!("{addr}: no answer within {share:?}"));
-                    continue;
-                }
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {share:?}"),
+                )),
             }
         } else {
             attempt.await
@@ -139,12 +150,20 @@ pub async fn connect_any(
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            Err(e) => errors.push(format!("{addr}: {e}")),
+            Err(e) => failed.push(FailedConnect {
+                addr,
+                took: started.elapsed(),
+                error: e.to_string(),
+            }),
         }
     }
-    let detail = if errors.is_empty() {
+    let detail = if failed.is_empty() {
         "the name resolved to no address".to_string()
     } else {
+        let errors: Vec<String> = failed
+            .iter()
+            .map(|f| format!("{}: {}", f.addr, f.error))
+            .collect();
         errors.join("; ")
     };
     Err(CheckFailure::new(
@@ -215,12 +234,12 @@ mod tests {
         let port = live.local_addr().unwrap().port();
         // Nothing listens on ::1 at this port (the listener is IPv4 only).
         let addrs: Vec<IpAddr> = vec!["::1".parse().unwrap(), "127.0.0.1".parse().unwrap()];
-        let stream = connect_any(&addrs, port, Duration::from_secs(2))
+        let stream = connect_any(&addrs, port, Duration::from_secs(2), &mut Vec::new())
             .await
             .expect("the second address accepts");
         assert_eq!(stream.peer_addr().unwrap().ip(), addrs[1]);
         drop(live);
-        let failure = connect_any(&addrs, port, Duration::from_secs(2))
+        let failure = connect_any(&addrs, port, Duration::from_secs(2), &mut Vec::new())
             .await
             .expect_err("both refuse");
         assert_eq!(failure.kind, ErrorKind::Connect);

@@ -105,7 +105,8 @@ impl TcpProbe {
         m.phase = "tcp connect";
         let t = Instant::now();
         let addrs = net::connect_order(addrs.into_iter(), spec.ip_family, &target.host)?;
-        let stream = net::connect_any(&addrs, target.port, spec.timeout).await?;
+        let failed = &mut m.result.details.failed_connects;
+        let stream = net::connect_any(&addrs, target.port, spec.timeout, failed).await?;
         m.result.timings.connect = Some(t.elapsed());
 
         if !target.tls {
