@@ -65,8 +65,11 @@ pub async fn insert_batch(
 }
 
 /// A batch as one array per column, borrowing the rows' strings and JSON. As a statement
-/// (see its `walk_ast`): `INSERT INTO api_heartbeats (...) SELECT * FROM unnest($1, ...,
-/// $25) ON CONFLICT (the check key) DO NOTHING`.
+/// (see its `walk_ast`): `INSERT INTO api_heartbeats (...) SELECT unnest($1), ...,
+/// unnest($25) ON CONFLICT (the check key) DO NOTHING`. The arrays are all as long as the
+/// batch, so the `unnest`s of the select list advance in step, one row each; in the select
+/// list rather than in `FROM unnest(...)` they stream, where the function scan would first
+/// copy every row into a tuple store (measured: 10-20% of the statement's time).
 struct ColumnArrays<'a> {
     monitor_id: Vec<Option<i32>>,
     agent_id: Vec<Option<i32>>,
@@ -130,7 +133,7 @@ impl<'a> ColumnArrays<'a> {
     }
 }
 
-/// Pushes `INSERT INTO api_heartbeats (first, column, ...) SELECT * FROM unnest($1, $2, ...)`,
+/// Pushes `INSERT INTO api_heartbeats (first, column, ...) SELECT unnest($1), unnest($2), ...`,
 /// binding each named field of `arrays` as an array of its SQL type: one list gives both the
 /// column names and the arrays, so they cannot drift apart.
 macro_rules! insert_unnest {
@@ -138,11 +141,11 @@ macro_rules! insert_unnest {
         $out.push_sql(concat!(
             "INSERT INTO api_heartbeats (",
             stringify!($first) $(, ", ", stringify!($column))*,
-            ") SELECT * FROM unnest("
+            ") SELECT unnest("
         ));
         $out.push_bind_param::<Array<$first_type>, _>(&$arrays.$first)?;
         $(
-            $out.push_sql(", ");
+            $out.push_sql("), unnest(");
             $out.push_bind_param::<Array<$type>, _>(&$arrays.$column)?;
         )*
         $out.push_sql(")");
