@@ -9,6 +9,8 @@
 #   BENCH_WARMUP     seconds between the agent's start and the window (default 25)
 #   BENCH_LOG_LEVEL  the agent's LOG_LEVEL (default info, as deployed; its log goes to a file)
 #   BENCH_KEEP=1     keep the work directory (logs, metrics) and print where it is
+#   BENCH_WRAPPER    a command the agent runs under, e.g. for a profile (bench/PROFILE.md):
+#                    "valgrind --tool=callgrind --callgrind-out-file=/tmp/callgrind.agent"
 #
 # What is measured, all over the slots scheduled inside the window [t0, t1):
 #   slots run     distinct (monitor, scheduled_at) rows / (monitors * window / interval), the
@@ -76,7 +78,7 @@ SQL
 
 HEALTH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 DB_CONN_STRING="$DB_URL" DATACENTER_ID=1 AGENT_ID=1 HEALTH_PORT="$HEALTH_PORT" \
-  LOG_LEVEL="${BENCH_LOG_LEVEL:-info}" "$AGENT_BIN" run > "$WORK/agent.log" 2>&1 &
+  LOG_LEVEL="${BENCH_LOG_LEVEL:-info}" ${BENCH_WRAPPER:-} "$AGENT_BIN" run > "$WORK/agent.log" 2>&1 &
 AGENT_PID=$!
 PIDS+=("$AGENT_PID")
 

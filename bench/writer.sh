@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Writer throughput: the agent's multi-row INSERT against COPY, same rows, same table.
+# Writer throughput: the agent's batch INSERT (one array per column, unnested by the server,
+# ON CONFLICT DO NOTHING) against COPY, same rows, same table.
 #
 #   bench/writer.sh [ROWS=100000] [BATCH=500]
 #
 # 1. examples/writer_throughput stores ROWS realistic rows (headers as JSON, no body) into the
-#    partitioned api_heartbeats with the agent's insert_batch, BATCH rows per statement;
+#    partitioned api_heartbeats with the agent's insert_batch, BATCH rows per statement, one
+#    transaction each;
 # 2. the same rows are exported with psql \copy, the table truncated, and imported with
 #    \copy ... FROM (COPY through one connection), timed.
 # Uses (and drops first) the database uptimeo_bench_writer on BENCH_ADMIN_URL's server.
@@ -52,4 +54,4 @@ awk -v rows="$COPIED" -v s="$START" -v e="$END" \
   'BEGIN { printf "copy rows=%d seconds=%.3f rows_per_s=%.0f\n", rows, e - s, rows / (e - s) }' \
   | tee "$WORK/copy"
 awk '{ split($4, a, "="); print a[2] }' "$WORK/insert" "$WORK/copy" | paste -sd' ' \
-  | awk '{ printf "INSERT / COPY = %.2f\n", $1 / $2 }'
+  | awk '{ printf "writer %d rows/s, COPY %d rows/s, writer / COPY = %.2f\n", $1, $2, $1 / $2 }'

@@ -1,5 +1,5 @@
 //! Writer throughput on its own: realistic heartbeat rows (request and response headers as
-//! JSON, no body) stored through the agent's own multi-row INSERT
+//! JSON, no body) stored through the agent's own batch INSERT
 //! ([`uptimeo_agent::db::heartbeats::insert_batch`]), one batch at a time on one connection,
 //! as the heartbeat writer does. `bench/writer.sh` runs it and compares with `COPY`.
 //!

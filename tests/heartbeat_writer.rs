@@ -143,6 +143,92 @@ async fn a_rejected_row_does_not_block_the_batch() {
     );
 }
 
+/// The same check received twice before a write (one batch) is stored once, beside the other
+/// rows of the batch; the repeat is reported as already stored.
+#[actix_rt::test]
+async fn a_check_repeated_within_a_batch_is_stored_once() {
+    let db = seeded_db();
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    let log = Messages::default();
+    // Nothing is written before the explicit flush: the four rows form one batch.
+    let writer = writer_with(&db.url, spool, Duration::from_secs(600), &log);
+    let twice = row(1, 0);
+    writer.do_send(RecordHeartbeat(row(1, 0)));
+    writer.do_send(RecordHeartbeat(twice.clone()));
+    writer.do_send(RecordHeartbeat(twice));
+    writer.do_send(RecordHeartbeat(row(1, 0)));
+    writer.send(Flush).await.unwrap();
+
+    assert_eq!(
+        count(&db.url, "SELECT count(*) FROM api_heartbeats").await,
+        3
+    );
+    assert_eq!(log.count("heartbeats already stored; skipped"), 1);
+}
+
+/// Every field of a row reaches its column unchanged: strings, JSON, NULLs, timestamps to the
+/// microsecond.
+#[actix_rt::test]
+async fn every_field_is_stored_as_sent() {
+    let db = seeded_db();
+    let (writer, _spool) = writer(&db.url);
+    let executed_at = Utc::now()
+        .date_naive()
+        .and_hms_micro_opt(12, 0, 0, 123_457)
+        .unwrap();
+    let mut full = row(1, 0);
+    full.row = NewHeartbeat {
+        executed_at,
+        scheduled_at: Some(executed_at - chrono::Duration::microseconds(1_001)),
+        success: Some(false),
+        response_size_bytes: Some(15),
+        response_content_type: Some("application/json".into()),
+        response_server: Some("test \"server\"".into()),
+        response_cache_status: Some("HIT".into()),
+        dns_lookup_ms: Some(2),
+        tls_handshake_ms: Some(3),
+        warning_threshold_ms: Some(500),
+        critical_threshold_ms: Some(2000),
+        error_type: Some("http_status".into()),
+        error_message: Some("HTTP 503, {not json}".into()),
+        raw_request_headers: Some(serde_json::json!({"Accept": "*/*", "X-Quote": "a\"b"})),
+        raw_response_headers: Some(serde_json::json!({"content-length": "15"})),
+        raw_response_body: Some(serde_json::json!({"ok": false, "items": [1, 2.5, null]})),
+        status: Some("down".into()),
+        lease_epoch: Some(i64::from(i32::MAX) + 7),
+        details: Some(serde_json::json!({"ttfb_us": 4321, "http_version": "HTTP/1.1"})),
+        ..full.row
+    };
+    let mut sparse = row(1, 0);
+    sparse.row.executed_at = executed_at + chrono::Duration::seconds(1);
+    sparse.row.scheduled_at = Some(sparse.row.executed_at);
+    sparse.row.success = None;
+    sparse.row.status = None;
+    sparse.row.response_time_ms = None;
+    writer.do_send(RecordHeartbeat(full.clone()));
+    writer.do_send(RecordHeartbeat(sparse.clone()));
+    writer.send(Flush).await.unwrap();
+
+    let client = connect(&db.url).await;
+    for sent in [&full.row, &sparse.row] {
+        let stored: serde_json::Value = client
+            .query_one(
+                "SELECT to_jsonb(h) FROM api_heartbeats h WHERE executed_at = $1",
+                &[&sent.executed_at],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let serde_json::Value::Object(expected) = serde_json::to_value(sent).unwrap() else {
+            panic!("a row serializes to an object");
+        };
+        for (column, value) in expected {
+            assert_eq!(stored[&column], value, "column {column}");
+        }
+    }
+}
+
 /// While the database cannot be reached, rows wait and are retried; once it is back they are
 /// all stored, exactly once.
 #[actix_rt::test]

@@ -135,8 +135,9 @@ async fn migrates_over_an_original_database_without_losing_rows() {
         .unwrap()
         .get(0);
     assert_eq!(
-        indexes, 4,
-        "primary key, the two original indexes and the check key (for idempotent inserts)"
+        indexes, 5,
+        "primary key, the two original indexes, the check key (for idempotent inserts) and \
+         the covering (agent_id, executed_at) index (for datacenter queries)"
     );
 
     // Sequences moved past the seed's explicit ids.

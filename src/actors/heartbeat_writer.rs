@@ -1,4 +1,4 @@
-//! `HeartbeatWriterActor`: batches heartbeats into multi-row INSERTs and keeps the daily
+//! `HeartbeatWriterActor`: batches heartbeats into one INSERT a batch and keeps the daily
 //! partitions ready.
 //!
 //! Never lost: every heartbeat received is first appended to the [`Spool`] (a bounded memory

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS api_heartbeats_agent_executed_at_idx;
