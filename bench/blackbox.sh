@@ -29,11 +29,16 @@ cp "$TARGET_DIR/release/examples/bench_target" "$TARGET_DIR/release/examples/bla
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-"$WORK/bench_target" 0 > "$WORK/target.out" &
-TARGET_PID=$!
-PIDS+=("$TARGET_PID")
-for _ in $(seq 50); do grep -q listening "$WORK/target.out" && break; sleep 0.1; done
-TARGET_ADDR=$(awk '/listening/ {print $2}' "$WORK/target.out")
+# The target, unless BENCH_TARGET_ADDR names a running one (bench/compare.sh).
+if [ -n "${BENCH_TARGET_ADDR:-}" ]; then
+  TARGET_ADDR=$BENCH_TARGET_ADDR
+else
+  "$WORK/bench_target" 0 > "$WORK/target.out" &
+  TARGET_PID=$!
+  PIDS+=("$TARGET_PID")
+  for _ in $(seq 50); do grep -q listening "$WORK/target.out" && break; sleep 0.1; done
+  TARGET_ADDR=$(awk '/listening/ {print $2}' "$WORK/target.out")
+fi
 
 cat > "$WORK/blackbox.yml" <<YAML
 modules:
@@ -60,10 +65,14 @@ HWM_KB=$(awk '/VmHWM/ {print $2}' "/proc/$EXPORTER_PID/status")
 wait "$DRIVER_PID" || true
 read -r PROBES OK < <(sed 's/[a-z]*=//g' "$WORK/driver.out")
 awk -v cpu=$(( CPU1 - CPU0 )) -v dcpu=$(( DCPU1 - DCPU0 )) -v hz="$(getconf CLK_TCK)" \
-    -v probes="$PROBES" -v ok="$OK" -v n="$MONITORS" -v window="$WINDOW" -v hwm="$HWM_KB" 'BEGIN {
+    -v probes="$PROBES" -v ok="$OK" -v n="$MONITORS" -v window="$WINDOW" -v hwm="$HWM_KB" \
+    -v result="${BENCH_RESULT_FILE:-}" 'BEGIN {
   printf "probes=%d successful=%d exporter_cpu_s=%.2f driver_cpu_s=%.2f\n", probes, ok, cpu / hz, dcpu / hz
   print "| monitors | window | probes (successful) | blackbox_exporter CPU s per 1000 probes | CPU (cores) | peak RSS (MiB) |"
   print "|---|---|---|---|---|---|"
   printf "| %d | %d s | %d (%d) | %.3f | %.2f | %.1f |\n", n, window, probes, ok,
     probes ? (cpu / hz) / probes * 1000 : 0, (cpu / hz) / window, hwm / 1024
+  if (result != "")
+    printf "probes=%d expected=%d cpu_per_1000=%.3f rss_mib=%.1f\n", probes, n * window / 10,
+      probes ? (cpu / hz) / probes * 1000 : 0, hwm / 1024 > result
 }'

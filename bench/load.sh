@@ -9,6 +9,7 @@
 #   BENCH_WARMUP     seconds between the agent's start and the window (default 25)
 #   BENCH_LOG_LEVEL  the agent's LOG_LEVEL (default info, as deployed; its log goes to a file)
 #   BENCH_KEEP=1     keep the work directory (logs, metrics) and print where it is
+#   BENCH_RESULT_FILE  also write the figures there as one key=value line (bench/compare.sh)
 #   BENCH_WRAPPER    a command the agent runs under, e.g. for a profile (bench/PROFILE.md):
 #                    "valgrind --tool=callgrind --callgrind-out-file=/tmp/callgrind.agent"
 #
@@ -52,12 +53,18 @@ psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS uptimeo_bench WITH (FORCE)" \
   -c "CREATE DATABASE uptimeo_bench"
 DB_CONN_STRING="$DB_URL" "$AGENT_BIN" migrate > "$WORK/migrate.log"
 
-# The target: one thread on loopback.
-"$TARGET_BIN" 0 > "$WORK/target.out" &
-TARGET_PID=$!
-PIDS+=("$TARGET_PID")
-for _ in $(seq 50); do grep -q listening "$WORK/target.out" && break; sleep 0.1; done
-TARGET_ADDR=$(awk '/listening/ {print $2}' "$WORK/target.out")
+# The target: one thread on loopback, unless BENCH_TARGET_ADDR names a running one (its pid in
+# BENCH_TARGET_PID), as bench/compare.sh does to run both tools against the same target.
+if [ -n "${BENCH_TARGET_ADDR:-}" ]; then
+  TARGET_ADDR=$BENCH_TARGET_ADDR
+  TARGET_PID=$BENCH_TARGET_PID
+else
+  "$TARGET_BIN" 0 > "$WORK/target.out" &
+  TARGET_PID=$!
+  PIDS+=("$TARGET_PID")
+  for _ in $(seq 50); do grep -q listening "$WORK/target.out" && break; sleep 0.1; done
+  TARGET_ADDR=$(awk '/listening/ {print $2}' "$WORK/target.out")
+fi
 case "$TARGET_ADDR" in 127.0.0.1:*) ;; *) echo "target did not start" >&2; exit 1 ;; esac
 
 psql -q -v ON_ERROR_STOP=1 "$DB_URL" <<SQL
@@ -120,7 +127,8 @@ awk -v rows="$ROWS" -v slots="$SLOTS" -v ok="$OK" -v expected="$EXPECTED" \
     -v cpu=$(( CPU1 - CPU0 )) -v tcpu=$(( TCPU1 - TCPU0 )) -v hz="$HZ" \
     -v t0="$T0" -v t1="$T1" -v hwm="$HWM_KB" -v n="$MONITORS" -v window="$WINDOW" \
     -v l50="$LATE50" -v l99="$LATE99" -v lmax="$LATEMAX" \
-    -v d50="$DELAY50" -v d99="$DELAY99" -v dmax="$DELAYMAX" 'BEGIN {
+    -v d50="$DELAY50" -v d99="$DELAY99" -v dmax="$DELAYMAX" \
+    -v result="${BENCH_RESULT_FILE:-}" 'BEGIN {
   secs = t1 - t0
   share = expected ? 100 * slots / expected : 0
   per1000 = rows ? (cpu / hz) / rows * 1000 : 0
@@ -131,6 +139,9 @@ awk -v rows="$ROWS" -v slots="$SLOTS" -v ok="$OK" -v expected="$EXPECTED" \
   printf "| %d | %d s | %.2f%% (%d/%d) | %s / %s / %s | %s / %s / %s | %.3f | %.2f | %.1f | %.0f |\n",
     n, window, share, slots, expected, l50, l99, lmax, d50, d99, dmax,
     per1000, (cpu / hz) / secs, hwm / 1024, rows / window
+  if (result != "")
+    printf "monitors=%d share=%.2f late50=%s late99=%s latemax=%s delay50=%s delay99=%s cpu_per_1000=%.3f rss_mib=%.1f rows_per_s=%.0f\n",
+      n, share, l50, l99, lmax, d50, d99, per1000, hwm / 1024, rows / window > result
 }'
 grep -E '^uptimeo_(slots_skipped_total|write_errors_total|heartbeats_written_total|writer_batch_rows_(sum|count)) ' \
   "$WORK/metrics.txt" || true
