@@ -58,7 +58,10 @@ fn try_run(args: &CheckArgs) -> Result<bool, String> {
             .map_err(|e| format!("cannot print the row: {e}"))?;
         println!("{json}");
     } else {
-        print!("{}", render(&result, &spec.url));
+        print!(
+            "{}",
+            render(&result, &crate::monitor::redacted_url(&spec.url))
+        );
     }
     Ok(result.success())
 }

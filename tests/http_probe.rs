@@ -116,3 +116,54 @@ async fn a_silent_server_times_out_at_the_configured_timeout() {
     );
     assert!(result.timings.connect.is_some() && result.timings.first_byte.is_none());
 }
+
+/// A URL's `user:password@` is sent as Basic authorization, as curl does, never in the Host
+/// header; the stored request headers mask it and the stored URL has no password.
+#[tokio::test]
+async fn url_credentials_become_basic_authorization_and_are_not_stored() {
+    use tokio::io::AsyncWriteExt;
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    let server = ScriptedServer::start(move |mut stream, _| {
+        let seen = seen.clone();
+        async move {
+            if let Some(head) = read_request_head(&mut stream).await {
+                seen.lock().unwrap().push(head);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        }
+    })
+    .await;
+    let url = format!(
+        "http://bob:hunter%32@127.0.0.1:{}/private",
+        server.addr.port()
+    );
+    let result = http_probe(None)
+        .run(&probe_spec(&url, Duration::from_secs(5)))
+        .await;
+    assert!(result.success(), "{:?}", result.failure);
+    let head = heads.lock().unwrap()[0].to_ascii_lowercase();
+    // base64("bob:hunter2")
+    assert!(
+        head.contains(
+            "authorization: basic Ym9iOmh1bnRlcjI="
+                .to_ascii_lowercase()
+                .as_str()
+        ),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("host: 127.0.0.1:{}\r\n", server.addr.port())),
+        "{head}"
+    );
+    let stored = serde_json::to_string(&result.request_headers).unwrap();
+    assert!(
+        !stored.contains("Ym9iOmh1bnRlcjI") && stored.contains("***"),
+        "{stored}"
+    );
+    let details = result.details_json().to_string();
+    assert!(!details.contains("hunter"), "{details}");
+    assert!(details.contains(&format!("http://127.0.0.1:{}/private", server.addr.port())));
+}

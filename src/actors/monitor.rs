@@ -163,7 +163,7 @@ impl Actor for MonitorActor {
         let first =
             schedule::next_slot_after(Utc::now(), self.spec.id, self.spec.schedule.interval);
         info!(self.log, "monitor started"; "monitor_name" => %self.name,
-            "url" => &self.spec.url, "interval_s" => self.spec.schedule.interval.as_secs(),
+            "url" => %crate::monitor::redacted_url(&self.spec.url), "interval_s" => self.spec.schedule.interval.as_secs(),
             "first_slot" => first.to_rfc3339(), "lease_epoch" => self.lease_epoch);
         self.schedule_slot(first, ctx);
     }

@@ -43,7 +43,8 @@ struct DnsTarget {
 
 impl DnsTarget {
     fn parse(text: &str) -> Result<Self, String> {
-        let invalid = |why: &str| format!("invalid URL `{text}`: {why}");
+        let shown = crate::monitor::redacted_url(text);
+        let invalid = |why: &str| format!("invalid URL `{shown}`: {why}");
         let url = url::Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
         if url.scheme() != "dns" {
             return Err(invalid("a DNS monitor needs dns://[server]/name"));

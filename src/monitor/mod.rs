@@ -350,6 +350,24 @@ fn headers_from_json(value: Option<&serde_json::Value>) -> Result<Vec<(String, S
     Ok(headers)
 }
 
+/// `url` with the password of its `user:password@` part replaced by `***`, for logs and
+/// messages.
+pub fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..end].rfind('@').map(|i| start + i) else {
+        return url.into();
+    };
+    match url[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]).into(),
+        None => url.into(),
+    }
+}
+
 /// True for headers whose values are secrets: never stored or logged as sent.
 pub fn is_secret_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
@@ -517,6 +535,17 @@ mod tests {
         );
         assert!(ignored_thresholds(&reversed).is_some());
         assert!(ignored_thresholds(&schedule(30)).is_none());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redacted_url("http://bob:hunter2@h.test:81/p?q=a@b"),
+            "http://bob:***@h.test:81/p?q=a@b"
+        );
+        assert_eq!(redacted_url("http://h.test/a@b"), "http://h.test/a@b");
+        assert_eq!(redacted_url("tcp://bob@h.test:1"), "tcp://bob@h.test:1");
+        assert_eq!(redacted_url("not a url"), "not a url");
     }
 
     #[test]

@@ -54,7 +54,8 @@ struct PingTarget {
 
 impl PingTarget {
     fn parse(text: &str) -> Result<Self, String> {
-        let invalid = |why: String| format!("invalid URL `{text}`: {why}");
+        let shown = crate::monitor::redacted_url(text);
+        let invalid = |why: String| format!("invalid URL `{shown}`: {why}");
         let url = url::Url::parse(text).map_err(|e| invalid(e.to_string()))?;
         if url.scheme() != "icmp" {
             return Err(invalid("a ping monitor needs icmp://host".into()));

@@ -41,22 +41,23 @@ struct TcpTarget {
 
 impl TcpTarget {
     fn parse(text: &str) -> Result<Self, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("invalid URL `{text}`: {e}"))?;
+        let shown = crate::monitor::redacted_url(text);
+        let url = url::Url::parse(text).map_err(|e| format!("invalid URL `{shown}`: {e}"))?;
         if url.scheme() != "tcp" {
             return Err(format!(
-                "invalid URL `{text}`: a TCP monitor needs tcp://host:port"
+                "invalid URL `{shown}`: a TCP monitor needs tcp://host:port"
             ));
         }
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("invalid URL `{text}`: no host"))?
+            .ok_or_else(|| format!("invalid URL `{shown}`: no host"))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
         let port = url
             .port()
-            .ok_or_else(|| format!("invalid URL `{text}`: no port"))?;
+            .ok_or_else(|| format!("invalid URL `{shown}`: no port"))?;
         let mut target = Self {
             host,
             port,
@@ -69,7 +70,11 @@ impl TcpTarget {
                 "tls" => target.tls = matches!(value.as_ref(), "true" | "1" | "yes"),
                 "send" => target.send = Some(value.as_bytes().to_vec()),
                 "expect" => target.expect = Some(value.into_owned()),
-                other => return Err(format!("invalid URL `{text}`: unknown parameter `{other}`")),
+                other => {
+                    return Err(format!(
+                        "invalid URL `{shown}`: unknown parameter `{other}`"
+                    ))
+                }
             }
         }
         Ok(target)

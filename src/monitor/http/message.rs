@@ -71,6 +71,11 @@ pub(super) fn build_request(
 
     // The row's headers replace defaults of the same name.
     let headers = request.headers_mut();
+    if let (Some(auth), true) = (target.basic_authorization(), hop.send_credentials) {
+        if let Ok(value) = HeaderValue::from_str(&auth) {
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+    }
     for (name, value) in &spec.headers {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),

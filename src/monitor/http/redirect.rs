@@ -37,7 +37,7 @@ impl Hop {
     /// without body; 307 and 308 repeat the request as it was.
     pub fn follow(&self, status: StatusCode, location: &str) -> Result<Self, String> {
         let url = resolve(&self.target.uri.to_string(), location)?;
-        let target = Target::parse(&url)?;
+        let mut target = Target::parse(&url)?;
         let to_get = match status.as_u16() {
             303 => self.method != Method::HEAD,
             301 | 302 => self.method == Method::POST,
@@ -46,6 +46,10 @@ impl Hop {
         let same_origin = target.https == self.target.https
             && target.host.eq_ignore_ascii_case(&self.target.host)
             && target.port == self.target.port;
+        // The URL's credentials follow a redirect within the origin, as curl's do.
+        if target.credentials.is_none() && same_origin {
+            target.credentials = self.target.credentials.clone();
+        }
         Ok(Self {
             target,
             method: if to_get {
