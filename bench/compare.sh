@@ -18,7 +18,7 @@ SECONDS_WINDOW=${BENCH_SECONDS:-60}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 command -v prometheus-blackbox-exporter >/dev/null || {
   echo "installing prometheus-blackbox-exporter (Debian package)"
-  apt-get install -y -qq --no-install-recommends prometheus-blackbox-exporter >/dev/null
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-blackbox-exporter) >/dev/null
 }
 WORK=$(mktemp -d /tmp/uptimeo-compare.XXXXXX)
 cleanup() { [ -n "${TARGET_PID:-}" ] && kill "$TARGET_PID" 2>/dev/null; rm -rf "$WORK"; }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::monitor::DEFAULT_MAX_REDIRECTS;
+use crate::monitor::{DEFAULT_MAX_REDIRECTS, MAX_REDIRECTS_LIMIT};
 
 /// Default seconds between two configuration polls.
 pub const DEFAULT_CONFIG_RELOAD_SECS: &str = "30";
@@ -218,8 +218,9 @@ pub struct CheckArgs {
     #[arg(short = 'k', long)]
     pub insecure: bool,
 
-    /// Most redirects followed; 0 makes a redirect the answer.
-    #[arg(long, default_value_t = DEFAULT_MAX_REDIRECTS)]
+    /// Most redirects followed (0 to 50); 0 makes a redirect the answer.
+    #[arg(long, default_value_t = DEFAULT_MAX_REDIRECTS,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_REDIRECTS_LIMIT)))]
     pub max_redirects: u32,
 
     /// The DNS server to resolve with (IP or IP:port), instead of /etc/resolv.conf's.

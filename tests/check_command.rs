@@ -67,10 +67,13 @@ async fn a_failed_check_exits_non_zero() {
     assert!(out.contains("DOWN (connect)"), "{out}");
 }
 
-/// An invalid URL is a usage error (exit 2), not a failed check.
+/// An invalid URL or option is a usage error (exit 2), not a failed check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_url_is_a_usage_error() {
     let (code, out) = run_check(&["ftp://127.0.0.1/"], None).await;
+    assert_eq!((code, out.as_str()), (2, ""));
+    // So is a redirect limit beyond what a monitor row may hold.
+    let (code, out) = run_check(&["http://127.0.0.1:1/", "--max-redirects", "51"], None).await;
     assert_eq!((code, out.as_str()), (2, ""));
 }
 

@@ -99,6 +99,31 @@ async fn tcp_banner_exchange_succeeds_when_the_reply_matches() {
         result.timings.dns.is_none(),
         "an IP literal needs no lookup"
     );
+    assert_eq!(result.details.remote_addr, Some(addr));
+}
+
+/// A wrong reply from a server that keeps the connection open fails the expectation once the
+/// server pauses, well before the timeout.
+#[tokio::test]
+async fn tcp_wrong_reply_on_an_open_connection_is_an_assertion_failure() {
+    use tokio::io::AsyncWriteExt;
+    let server = ScriptedServer::start(|mut stream, _| async move {
+        let _ = stream.write_all(b"+PONG\r\n").await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let url = format!("tcp://{}?expect=NOPE", server.addr);
+    let started = std::time::Instant::now();
+    let mut spec = spec("TCP", &url);
+    spec.timeout = Duration::from_secs(10);
+    let failure = tcp_probe().run(&spec).await.failure.expect("fails");
+    assert_eq!(failure.kind, ErrorKind::Assertion, "{}", failure.message);
+    assert!(failure.message.contains("+PONG"), "{}", failure.message);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A reply other than the expected one is an assertion failure naming what came back.

@@ -106,8 +106,9 @@ impl HttpProbe {
                 return Err(CheckFailure::new(
                     ErrorKind::Redirect,
                     format!(
-                        "gave up after {limit} redirects: {} answered {status} again, \
+                        "gave up after {limit} redirect{}: {} answered {status} again, \
                          pointing to `{location}`",
+                        if limit == 1 { "" } else { "s" },
                         hop.target.uri
                     ),
                 ));

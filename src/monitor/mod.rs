@@ -267,7 +267,7 @@ fn http_options_from_row(
     .collect();
     if !matches!(kind, "HTTP" | "HTTPS") && !set.is_empty() {
         return Err(format!(
-            "{} apply to HTTP monitors only, not {kind}",
+            "HTTP-only settings on a {kind} monitor: {} (clear them or change the type)",
             set.join(", ")
         ));
     }
@@ -498,7 +498,7 @@ mod tests {
         let reason = p.spec_from_rows(&tcp, Some(&s)).unwrap_err().reason;
         assert_eq!(
             reason,
-            "expected_status apply to HTTP monitors only, not TCP"
+            "HTTP-only settings on a TCP monitor: expected_status (clear them or change the type)"
         );
     }
 

@@ -2,12 +2,13 @@
 //!
 //! URL parameters: `tls=true` (handshake after connecting, verified like HTTPS), `send=TEXT`
 //! (written after connecting, percent-decoded) and `expect=TEXT` (must appear in what the
-//! server sends; reading stops at [`BANNER_CAP`] bytes or when it appears). Without `send` and
+//! server sends; reading stops at [`BANNER_CAP`] bytes, when it appears, when the server
+//! closes, or when it pauses [`REPLY_PAUSE`] after its first bytes). Without `send` and
 //! `expect` the check is the connection alone. `time_to_first_byte_ms` is set when the server
 //! sent something.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -22,6 +23,8 @@ use crate::heartbeat::{CheckFailure, CheckResult, ErrorKind};
 
 /// Most banner bytes read while looking for `expect`.
 pub const BANNER_CAP: usize = 64 * 1024;
+/// Silence after the server's first bytes that ends its reply.
+pub const REPLY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Runs TCP monitors.
 pub struct TcpProbe {
@@ -113,6 +116,7 @@ impl TcpProbe {
         let failed = &mut m.result.details.failed_connects;
         let stream = net::connect_any(&addrs, target.port, spec.timeout, failed).await?;
         m.result.timings.connect = Some(t.elapsed());
+        m.result.details.remote_addr = stream.peer_addr().ok();
 
         if !target.tls {
             return converse(stream, &target, m).await;
@@ -166,10 +170,18 @@ where
     let mut received = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| CheckFailure::new(ErrorKind::Body, format!("reading failed: {e}")))?;
+        let read = stream.read(&mut chunk);
+        // Once the server has said something, a pause ends its reply: a server that keeps
+        // the connection open after a wrong answer fails the expectation, not the timeout.
+        let read = if received.is_empty() {
+            read.await
+        } else {
+            tokio::time::timeout(REPLY_PAUSE, read)
+                .await
+                .unwrap_or(Ok(0))
+        };
+        let n =
+            read.map_err(|e| CheckFailure::new(ErrorKind::Body, format!("reading failed: {e}")))?;
         if n > 0 && m.result.timings.first_byte.is_none() {
             m.result.timings.first_byte = Some(m.start.elapsed());
         }
