@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+// Shared with the tests, which also use what this server does not (truncated answers).
 #[path = "../tests/common/dns.rs"]
+#[allow(dead_code)]
 mod dns;
 
 const NAME: &str = "delay.test.";

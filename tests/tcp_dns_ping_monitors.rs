@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -209,9 +210,9 @@ async fn dns_failures_are_classified() {
     assert_eq!(wrong.failure.expect("fails").kind, ErrorKind::Assertion);
 }
 
-/// TCP and DNS monitors run from the database like HTTP ones.
+/// TCP, DNS and ICMP monitors run from the database like HTTP ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tcp_and_dns_monitors_run_from_the_database() {
+async fn tcp_dns_and_ping_monitors_run_from_the_database() {
     let db = TestDb::migrated();
     let pong = pong_server().await;
     let dns = dns_server(Duration::ZERO).await;
@@ -228,9 +229,15 @@ async fn tcp_and_dns_monitors_run_from_the_database() {
         "DNS",
         &format!("dns://{dns}/svc.test?type=A"),
     ));
+    db.execute(&monitor_sql(
+        3,
+        "loopback ping",
+        "ICMP",
+        "icmp://127.0.0.1?count=2&interval_ms=20",
+    ));
     let _agent = AgentProcess::run(&db.url, 1, &[]);
     let client = db.client().await;
-    for id in [1, 2] {
+    for id in [1, 2, 3] {
         let (success, error): (Option<bool>, Option<String>) = wait_for(Duration::from_secs(20), "a heartbeat", || async {
             client
                 .query_opt("SELECT success, error_message FROM api_heartbeats WHERE monitor_id = $1 LIMIT 1", &[&id])
@@ -241,6 +248,38 @@ async fn tcp_and_dns_monitors_run_from_the_database() {
         .await;
         assert_eq!(success, Some(true), "monitor {id}: {error:?}");
     }
+    let ping: serde_json::Value = client
+        .query_one(
+            "SELECT raw_response_body FROM api_heartbeats WHERE monitor_id = 3 LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (ping["sent"].as_u64(), ping["received"].as_u64()),
+        (Some(2), Some(2)),
+        "{ping}"
+    );
+}
+
+/// A server whose UDP answers are truncated: the DNS monitor asks again over TCP and gets the
+/// records.
+#[tokio::test]
+async fn a_truncated_dns_answer_falls_back_to_tcp() {
+    let dns = TestDns::start_truncating(&[("big.test", "127.0.0.5")], Duration::ZERO).await;
+    let url = format!("dns://{}/big.test?type=A&expect=127.0.0.5", dns.addr);
+    let result = DnsProbe::new(&ProbeConfig::default())
+        .unwrap()
+        .run(&spec("DNS", &url))
+        .await;
+    assert!(result.success(), "{:?}", result.failure);
+    assert_eq!(dns.queries.load(Ordering::SeqCst), 1, "one UDP query");
+    assert_eq!(
+        dns.tcp_queries.load(Ordering::SeqCst),
+        1,
+        "then one over TCP"
+    );
 }
 
 /// Ping to 127.0.0.1: every reply arrives, round trips recorded.

@@ -1,21 +1,30 @@
 //! DNS answers of the loopback DNS servers of the tests and of `examples/delay_target.rs`
 //! (which includes this file by path).
 
-/// The response to a query packet: the table's records of the asked name and type.
-pub fn dns_answer(packet: &[u8], table: &[(String, std::net::IpAddr)]) -> Option<Vec<u8>> {
-    use hickory_resolver::proto::op::{Message, MessageType};
-    use hickory_resolver::proto::rr::{rdata, RData, Record, RecordType};
-    let query = Message::from_vec(packet).ok()?;
+use hickory_resolver::proto::op::{Message, MessageType};
+
+/// An empty response to `query`: its id, op code and questions.
+fn response_to(query: &Message) -> Message {
     let mut response = Message::new();
     response
         .set_id(query.id())
         .set_message_type(MessageType::Response)
         .set_op_code(query.op_code())
         .set_recursion_desired(query.recursion_desired())
-        .set_recursion_available(true)
-        .set_authoritative(true);
+        .set_recursion_available(true);
     for q in query.queries() {
         response.add_query(q.clone());
+    }
+    response
+}
+
+/// The response to a query packet: the table's records of the asked name and type.
+pub fn dns_answer(packet: &[u8], table: &[(String, std::net::IpAddr)]) -> Option<Vec<u8>> {
+    use hickory_resolver::proto::rr::{rdata, RData, Record, RecordType};
+    let query = Message::from_vec(packet).ok()?;
+    let mut response = response_to(&query);
+    response.set_authoritative(true);
+    for q in query.queries() {
         let name = q.name().to_ascii().to_ascii_lowercase();
         for (_, ip) in table.iter().filter(|(n, _)| *n == name) {
             let data = match (q.query_type(), ip) {
@@ -26,5 +35,14 @@ pub fn dns_answer(packet: &[u8], table: &[(String, std::net::IpAddr)]) -> Option
             response.add_answer(Record::from_rdata(q.name().clone(), 60, data));
         }
     }
+    response.to_vec().ok()
+}
+
+/// A response to a query packet with no records and the truncation bit set: the client is to
+/// ask again over TCP.
+pub fn truncated_answer(packet: &[u8]) -> Option<Vec<u8>> {
+    let query = Message::from_vec(packet).ok()?;
+    let mut response = response_to(&query);
+    response.set_truncated(true);
     response.to_vec().ok()
 }

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 mod dns;
-use dns::dns_answer;
+use dns::{dns_answer, truncated_answer};
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -1023,22 +1023,41 @@ pub fn http_probe(pki: Option<&TestPki>) -> Arc<uptimeo_agent::monitor::http::Ht
     Arc::new(uptimeo_agent::monitor::http::HttpProbe::new(&config).expect("probe"))
 }
 
-/// A DNS server on 127.0.0.1 (UDP) that answers A and AAAA queries from a fixed table, after
-/// a delay, and counts the queries. Names not in the table get an empty answer.
+/// A DNS server on 127.0.0.1, UDP and TCP on one port, that answers A and AAAA queries from a
+/// fixed table after a delay, and counts the queries of each transport. Names not in the table
+/// get an empty answer.
 pub struct TestDns {
     pub addr: SocketAddr,
+    /// Queries received over UDP.
     pub queries: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    /// Queries received over TCP.
+    pub tcp_queries: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// How a [`TestDns`] answers over UDP.
+#[derive(Clone, Copy, PartialEq)]
+enum UdpAnswer {
+    /// The answer, after the delay.
+    Full,
+    /// At once, no records and the truncation bit set, so the client must ask again over TCP
+    /// (where the delay applies).
+    Truncated,
 }
 
 impl TestDns {
-    /// Serves `records` (name without trailing dot, address) after `delay`.
+    /// Serves `records` (name without trailing dot, address) after `delay`, over UDP and TCP.
     pub async fn start(records: &[(&str, &str)], delay: Duration) -> Self {
-        let socket = Arc::new(
-            tokio::net::UdpSocket::bind("127.0.0.1:0")
-                .await
-                .expect("bind dns"),
-        );
+        Self::serve(records, delay, UdpAnswer::Full).await
+    }
+
+    /// Like [`TestDns::start`], but every UDP answer is truncated: only TCP gives the records.
+    pub async fn start_truncating(records: &[(&str, &str)], delay: Duration) -> Self {
+        Self::serve(records, delay, UdpAnswer::Truncated).await
+    }
+
+    async fn serve(records: &[(&str, &str)], delay: Duration, udp_answer: UdpAnswer) -> Self {
+        let (socket, listener) = udp_and_tcp_on_one_port().await;
         let addr = socket.local_addr().expect("addr");
         let table: Arc<Vec<(String, std::net::IpAddr)>> = Arc::new(
             records
@@ -1047,25 +1066,20 @@ impl TestDns {
                 .collect(),
         );
         let queries = Arc::new(AtomicUsize::new(0));
-        let counter = queries.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-                let received = Instant::now();
-                counter.fetch_add(1, Ordering::SeqCst);
-                let (socket, table, packet) = (socket.clone(), table.clone(), buf[..n].to_vec());
-                tokio::spawn(async move {
-                    tokio::time::sleep_until((received + delay).into()).await;
-                    if let Some(answer) = dns_answer(&packet, &table) {
-                        let _ = socket.send_to(&answer, peer).await;
-                    }
-                });
-            }
-        });
+        let tcp_queries = Arc::new(AtomicUsize::new(0));
+        let udp = tokio::spawn(serve_dns_udp(
+            socket,
+            table.clone(),
+            delay,
+            udp_answer,
+            queries.clone(),
+        ));
+        let tcp = tokio::spawn(serve_dns_tcp(listener, table, delay, tcp_queries.clone()));
         Self {
             addr,
             queries,
-            task,
+            tcp_queries,
+            tasks: vec![udp, tcp],
         }
     }
 
@@ -1081,6 +1095,95 @@ impl TestDns {
 
 impl Drop for TestDns {
     fn drop(&mut self) {
-        self.task.abort();
+        self.tasks.iter().for_each(|task| task.abort());
+    }
+}
+
+/// A UDP socket and a TCP listener bound to the same free port of 127.0.0.1.
+async fn udp_and_tcp_on_one_port() -> (tokio::net::UdpSocket, TcpListener) {
+    for _ in 0..50 {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind dns");
+        let addr = socket.local_addr().expect("addr");
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            return (socket, listener);
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+/// Answers each UDP query `delay` after it arrived (a truncated answer at once).
+async fn serve_dns_udp(
+    socket: tokio::net::UdpSocket,
+    table: Arc<Vec<(String, std::net::IpAddr)>>,
+    delay: Duration,
+    udp_answer: UdpAnswer,
+    queries: Arc<AtomicUsize>,
+) {
+    let socket = Arc::new(socket);
+    let mut buf = vec![0u8; 4096];
+    while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+        let received = Instant::now();
+        queries.fetch_add(1, Ordering::SeqCst);
+        let (socket, table, packet) = (socket.clone(), table.clone(), buf[..n].to_vec());
+        tokio::spawn(async move {
+            let answer = if udp_answer == UdpAnswer::Truncated {
+                truncated_answer(&packet)
+            } else {
+                tokio::time::sleep_until((received + delay).into()).await;
+                dns_answer(&packet, &table)
+            };
+            if let Some(answer) = answer {
+                let _ = socket.send_to(&answer, peer).await;
+            }
+        });
+    }
+}
+
+/// Answers DNS over TCP (each message behind its two-byte length), `delay` after each query;
+/// queries pipelined on one connection are answered concurrently, as a real server does.
+async fn serve_dns_tcp(
+    listener: TcpListener,
+    table: Arc<Vec<(String, std::net::IpAddr)>>,
+    delay: Duration,
+    queries: Arc<AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (answers, mut to_send) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(framed) = to_send.recv().await {
+                if writer.write_all(&framed).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (table, queries) = (table.clone(), queries.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut len = [0u8; 2];
+                if reader.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut packet = vec![0u8; u16::from_be_bytes(len) as usize];
+                if reader.read_exact(&mut packet).await.is_err() {
+                    return;
+                }
+                let received = Instant::now();
+                queries.fetch_add(1, Ordering::SeqCst);
+                let (table, answers) = (table.clone(), answers.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep_until((received + delay).into()).await;
+                    if let Some(answer) = dns_answer(&packet, &table) {
+                        let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+                        framed.extend_from_slice(&answer);
+                        let _ = answers.send(framed);
+                    }
+                });
+            }
+        });
     }
 }
