@@ -2,11 +2,12 @@
 # Writer throughput: the agent's batch INSERT (one array per column, unnested by the server,
 # ON CONFLICT DO NOTHING) against COPY, same rows, same table.
 #
-#   bench/writer.sh [ROWS=100000] [BATCH=500]
+#   bench/writer.sh [ROWS=100000] [BATCH=500] [CONNECTIONS=2]
 #
 # 1. examples/writer_throughput stores ROWS realistic rows (headers as JSON, no body) into the
 #    partitioned api_heartbeats with the agent's insert_batch, BATCH rows per statement, one
-#    transaction each;
+#    transaction each, one batch at a time on each of CONNECTIONS connections (the agent's
+#    WRITE_CONNECTIONS, default 2);
 # 2. the same rows are exported with psql \copy, the table truncated, and imported with
 #    \copy ... FROM (COPY through one connection), timed.
 # Uses (and drops first) the database uptimeo_bench_writer on BENCH_ADMIN_URL's server.
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 ROWS=${1:-100000}
 BATCH=${2:-500}
+CONNECTIONS=${3:-2}
 ADMIN_URL=${BENCH_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB_URL="${ADMIN_URL%/*}/uptimeo_bench_writer"
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -36,7 +38,7 @@ INSERT INTO api_monitors (id, name, method, type, url, schedule_id)
 SQL
 
 psql -q "$DB_URL" -c CHECKPOINT
-"$TARGET_DIR/release/examples/writer_throughput" "$DB_URL" "$ROWS" "$BATCH" 1000 | tee "$WORK/insert"
+"$TARGET_DIR/release/examples/writer_throughput" "$DB_URL" "$ROWS" "$BATCH" 1000 "$CONNECTIONS" | tee "$WORK/insert"
 
 COLS="monitor_id, agent_id, executed_at, success, response_time_ms, response_size_bytes,
   response_status_code, response_content_type, response_server, response_cache_status,

@@ -1,10 +1,12 @@
 //! Writer throughput on its own: realistic heartbeat rows (request and response headers as
 //! JSON, no body) stored through the agent's own batch INSERT
-//! ([`uptimeo_agent::db::heartbeats::insert_batch`]), one batch at a time on one connection,
-//! as the heartbeat writer does. `bench/writer.sh` runs it and compares with `COPY`.
+//! ([`uptimeo_agent::db::heartbeats::insert_batch`]), one batch at a time on each of
+//! CONNECTIONS connections, as the heartbeat writer does with `WRITE_CONNECTIONS`.
+//! `bench/writer.sh` runs it and compares with `COPY`.
 //!
-//! `writer_throughput DB_URL [ROWS=100000] [BATCH=500] [MONITORS=1000]`; the database must be
-//! migrated and hold monitors 1..=MONITORS and agent 1. Prints `insert rows=R seconds=S rows_per_s=X`.
+//! `writer_throughput DB_URL [ROWS=100000] [BATCH=500] [MONITORS=1000] [CONNECTIONS=2]`; the
+//! database must be migrated and hold monitors 1..=MONITORS and agent 1. Prints
+//! `insert rows=R seconds=S rows_per_s=X connections=C`.
 
 use std::time::Instant;
 
@@ -66,25 +68,40 @@ fn main() -> anyhow::Result<()> {
     let arg =
         |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (total, batch, monitors) = (arg(2, 100_000), arg(3, 500), arg(4, 1000));
+    let connections = arg(5, 2).max(1);
 
-    // Rows of today, early enough not to cross midnight.
     let today = Utc::now().date_naive();
     let base = today.and_hms_opt(0, 0, 0).unwrap_or_default();
     let rows: Vec<NewHeartbeat> = (0..total).map(|i| row(i, monitors, base)).collect();
+    // Batches dealt out in turn, as the writer hands the next batch to whichever connection
+    // is free.
+    let batches: Vec<&[NewHeartbeat]> = rows.chunks(batch.max(1)).collect();
 
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(async {
-            let mut conn = DbTarget::parse(url)?.connect().await?;
-            heartbeats::ensure_partition(&mut conn, today).await?;
-            let started = Instant::now();
-            for chunk in rows.chunks(batch.max(1)) {
-                heartbeats::insert_batch(&mut conn, chunk).await?;
+            let target = DbTarget::parse(url)?;
+            let mut conns = Vec::new();
+            for _ in 0..connections {
+                conns.push(target.connect().await?);
             }
+            heartbeats::ensure_partition(&mut conns[0], today).await?;
+            let started = Instant::now();
+            let writers = conns.iter_mut().enumerate().map(|(k, conn)| {
+                let mine: Vec<&[NewHeartbeat]> =
+                    batches.iter().skip(k).step_by(connections).copied().collect();
+                async move {
+                    for chunk in mine {
+                        heartbeats::insert_batch(conn, chunk).await?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                }
+            });
+            futures_util::future::try_join_all(writers).await?;
             let seconds = started.elapsed().as_secs_f64();
             println!(
-                "insert rows={total} seconds={seconds:.3} rows_per_s={:.0}",
+                "insert rows={total} seconds={seconds:.3} rows_per_s={:.0} connections={connections}",
                 total as f64 / seconds
             );
             Ok(())

@@ -21,8 +21,6 @@ use crate::spool::{Spool, SpoolConfig};
 
 /// Everything a shutdown may take, from the signal to the exit.
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
-/// Connections used by the heartbeat writer.
-const WRITER_POOL_SIZE: u32 = 4;
 /// Connections used by the lease and the configuration reload.
 const CONTROL_POOL_SIZE: u32 = 2;
 /// Connections used by `/readyz` and by retention (one each at most).
@@ -77,13 +75,15 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
             Some(actix_rt::spawn(health::serve(listener, state, log.clone())))
         };
 
+        // One connection per batch in flight, and one for partition maintenance.
         let writer = HeartbeatWriterActor::new(
-            target.pool(WRITER_POOL_SIZE),
+            target.pool(u32::from(args.write_connections) + 1),
             spool,
             usize::from(args.write_batch_size),
             args.write_flush_delay,
             log.clone(),
         )
+        .with_writes_in_flight(usize::from(args.write_connections))
         .with_metrics(metrics.clone())
         .start();
         let control_pool = target.pool(CONTROL_POOL_SIZE);

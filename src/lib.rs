@@ -20,9 +20,9 @@
 //!                                                 |
 //!                                                 | RecordHeartbeat
 //!                                                 v
-//!                                      +----------------------+  batched INSERTs, daily
-//!                                      | HeartbeatWriterActor |  partitions (db::heartbeats)
-//!                                      +----------------------+
+//!                                      +----------------------+  batched INSERTs (up to
+//!                                      | HeartbeatWriterActor |  WRITE_CONNECTIONS at once),
+//!                                      +----------------------+  daily partitions (db::heartbeats)
 //!                                        queues every row in the spool (SPOOL_DIR) until
 //!                                        stored; replays what a killed run left
 //!

@@ -21,6 +21,8 @@ pub const DEFAULT_STANDBY_RETRY_SECS: &str = "1";
 pub const DEFAULT_BATCH_SIZE: &str = "500";
 /// Default longest wait, in milliseconds, before a partial batch is written.
 pub const DEFAULT_FLUSH_DELAY_MS: &str = "200";
+/// Default most batches written at once, each on its own connection.
+pub const DEFAULT_WRITE_CONNECTIONS: &str = "2";
 /// Default seconds between two retention sweeps.
 pub const DEFAULT_RETENTION_CHECK_SECS: &str = "600";
 /// Default directory of the spool of unwritten heartbeats (relative to the working directory).
@@ -165,6 +167,11 @@ pub struct RunArgs {
     #[arg(long, env = "WRITE_FLUSH_DELAY_MS", default_value = DEFAULT_FLUSH_DELAY_MS,
           value_parser = parse_millis)]
     pub write_flush_delay: Duration,
+
+    /// Most batches written at once, each on its own PostgreSQL connection.
+    #[arg(long, env = "WRITE_CONNECTIONS", default_value = DEFAULT_WRITE_CONNECTIONS,
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub write_connections: u8,
 
     /// Days of heartbeats kept: older daily partitions are detached and dropped by the lease
     /// holder. Unset keeps everything.

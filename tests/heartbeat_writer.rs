@@ -167,6 +167,35 @@ async fn a_check_repeated_within_a_batch_is_stored_once() {
     assert_eq!(log.count("heartbeats already stored; skipped"), 1);
 }
 
+/// With several batches written at once, each on its own connection, every row is stored
+/// exactly once and a flush waits for the last of them.
+#[actix_rt::test]
+async fn batches_written_at_once_store_every_row_once() {
+    let db = seeded_db();
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    let pool = DbTarget::parse(&db.url).unwrap().pool(5);
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let writer = HeartbeatWriterActor::new(pool, spool, 50, Duration::from_millis(5), log)
+        .with_writes_in_flight(4)
+        .start();
+    for _ in 0..2_000 {
+        writer.do_send(RecordHeartbeat(row(1, 0)));
+    }
+    writer.send(Flush).await.unwrap();
+    assert_eq!(
+        count(&db.url, "SELECT count(*) FROM api_heartbeats").await,
+        2_000
+    );
+    assert_eq!(
+        writer
+            .send(uptimeo_agent::actors::heartbeat_writer::PendingCount)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 /// Every field of a row reaches its column unchanged: strings, JSON, NULLs, timestamps to the
 /// microsecond.
 #[actix_rt::test]
@@ -237,7 +266,8 @@ async fn failed_writes_are_retried_until_they_succeed() {
     let later_name = format!("{}_later", db.name);
     let later_url = with_dbname(&db.url, &later_name);
     let (writer, _spool) = writer(&later_url);
-    for _ in 0..5 {
+    // Three batches of at most 100: two are written at once, and both fail.
+    for _ in 0..250 {
         writer.do_send(RecordHeartbeat(row(1, 0)));
     }
     // Let a few attempts fail against the missing database.
@@ -247,7 +277,7 @@ async fn failed_writes_are_retried_until_they_succeed() {
             .send(uptimeo_agent::actors::heartbeat_writer::PendingCount)
             .await
             .unwrap(),
-        5
+        250
     );
 
     db.execute("SELECT 1"); // connections closed by the helper; now rename into place
@@ -265,7 +295,7 @@ async fn failed_writes_are_retried_until_they_succeed() {
         .unwrap();
     assert_eq!(
         count(&later_url, "SELECT count(*) FROM api_heartbeats").await,
-        5
+        250
     );
 }
 

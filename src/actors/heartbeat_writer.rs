@@ -14,8 +14,13 @@
 //! `(monitor_id, scheduled_at, executed_at)`, a unique index, and the insert skips rows
 //! already stored (`ON CONFLICT DO NOTHING`, see [`heartbeats::insert_batch`]).
 //!
+//! Up to `writes_in_flight` batches are written at once, each on its own pooled connection,
+//! so that PostgreSQL works on two batches with two backends (its time, not the agent's, bounds
+//! a single connection: foreign-key checks, index insertions, JSON parsing). Rows carry no
+//! order that the table needs: a batch finishing before an older one changes nothing.
+//!
 //! Error policy: a failed write puts its rows back at the head of the queue and is retried with
-//! exponential backoff ([`MIN_BACKOFF`] to [`MAX_BACKOFF`]). When an insert fails because no
+//! exponential backoff ([`MIN_BACKOFF`] to [`MAX_BACKOFF`]); no new batch starts meanwhile. When an insert fails because no
 //! partition covers a row's day, the partition is created and the insert retried at once. When
 //! it fails because of a row's content (a constraint violation, such as a monitor deleted since
 //! its check ran), the batch is written row by row and each row PostgreSQL rejects is logged at
@@ -45,6 +50,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub const PARTITION_CHECK_INTERVAL: Duration = Duration::from_secs(600);
 /// Longest time one batch write may take before it counts as failed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default most batches written at once (each on its own connection).
+pub const DEFAULT_WRITES_IN_FLIGHT: usize = 2;
 
 /// A heartbeat waiting to be written; one line of the spool.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -74,8 +81,12 @@ pub struct HeartbeatWriterActor {
     batch_size: usize,
     flush_delay: Duration,
     spool: Spool<PendingHeartbeat>,
-    /// Rows of the batch being written; zero when no write is under way.
-    writing: usize,
+    /// Batches being written now.
+    in_flight: usize,
+    /// Most batches written at once.
+    max_in_flight: usize,
+    /// A write failed and its retry is scheduled: no batch starts until then.
+    backing_off: bool,
     /// Rows dropped because the spool was full, since start.
     dropped_total: u64,
     flush_timer: Option<SpawnHandle>,
@@ -102,13 +113,22 @@ impl HeartbeatWriterActor {
             batch_size: batch_size.max(1),
             flush_delay,
             spool,
-            writing: 0,
+            in_flight: 0,
+            max_in_flight: DEFAULT_WRITES_IN_FLIGHT,
+            backing_off: false,
             dropped_total: 0,
             flush_timer: None,
             backoff: MIN_BACKOFF,
             flush_waiters: Vec::new(),
             metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Writes at most `n` batches at once (at least one); the pool needs `n` connections for
+    /// them, plus one for partition maintenance.
+    pub fn with_writes_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
     }
 
     /// Records queue depth, batch sizes, rows written and write errors into `metrics`.
@@ -126,38 +146,44 @@ impl HeartbeatWriterActor {
         }
     }
 
-    /// Writes the next batch unless a write is already under way.
+    /// Starts writing batches until `max_in_flight` are under way or nothing is waiting;
+    /// nothing starts while a failed write waits for its retry.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.writing > 0 {
-            return;
-        }
-        let batch = match self.spool.take(self.batch_size) {
-            Ok(batch) => batch,
-            Err(e) => {
-                // The next segment could not be read back; try again later.
-                error!(self.log, "spool read failed"; "error" => %e);
-                self.schedule_flush(MAX_BACKOFF, ctx);
+        while !self.backing_off && self.in_flight < self.max_in_flight {
+            let batch = match self.spool.take(self.batch_size) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    // The next segment could not be read back; try again later.
+                    error!(self.log, "spool read failed"; "error" => %e);
+                    self.schedule_flush(MAX_BACKOFF, ctx);
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                if self.in_flight == 0 {
+                    for waiter in self.flush_waiters.drain(..) {
+                        let _ = waiter.send(());
+                    }
+                }
                 return;
             }
-        };
-        if batch.is_empty() {
-            for waiter in self.flush_waiters.drain(..) {
-                let _ = waiter.send(());
+            if let Some(timer) = self.flush_timer.take() {
+                ctx.cancel_future(timer);
             }
-            return;
+            self.write(batch, ctx);
         }
-        if let Some(timer) = self.flush_timer.take() {
-            ctx.cancel_future(timer);
-        }
+    }
 
-        self.writing = batch.len();
+    /// Writes one batch on a connection of its own.
+    fn write(&mut self, batch: Vec<Spooled<PendingHeartbeat>>, ctx: &mut Context<Self>) {
+        self.in_flight += 1;
         let pool = self.pool.clone();
         let rows: Vec<NewHeartbeat> = batch.iter().map(|p| p.item.row.clone()).collect();
         let write =
             async move { tokio::time::timeout(WRITE_TIMEOUT, write_batch(&pool, &rows)).await };
 
         ctx.spawn(write.into_actor(self).map(move |outcome, act, ctx| {
-            act.writing = 0;
+            act.in_flight -= 1;
             let outcome = outcome.unwrap_or(Err(DbError::Timeout(WRITE_TIMEOUT)));
             act.finish_write(batch, outcome, ctx);
         }));
@@ -220,8 +246,16 @@ impl HeartbeatWriterActor {
         warn!(self.log, "Failed to save heartbeat"; "error" => %e, "rows" => unwritten.len(),
             "retry_in_ms" => retry_in.as_millis() as u64);
         self.spool.requeue(unwritten);
+        if self.backing_off {
+            // Another batch in flight failed first; its retry is already scheduled.
+            return;
+        }
+        self.backing_off = true;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        self.schedule_flush(retry_in, ctx);
+        ctx.run_later(retry_in, |act, ctx| {
+            act.backing_off = false;
+            act.flush(ctx);
+        });
     }
 
     /// Logs and counts each row the spool dropped to stay within its bound.
