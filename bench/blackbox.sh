@@ -73,6 +73,6 @@ awk -v cpu=$(( CPU1 - CPU0 )) -v dcpu=$(( DCPU1 - DCPU0 )) -v hz="$(getconf CLK_
   printf "| %d | %d s | %d (%d) | %.3f | %.2f | %.1f |\n", n, window, probes, ok,
     probes ? (cpu / hz) / probes * 1000 : 0, (cpu / hz) / window, hwm / 1024
   if (result != "")
-    printf "probes=%d expected=%d cpu_per_1000=%.3f rss_mib=%.1f\n", probes, n * window / 10,
-      probes ? (cpu / hz) / probes * 1000 : 0, hwm / 1024 > result
+    printf "probes=%d successful=%d expected=%d cpu_per_1000=%.3f rss_mib=%.1f\n", probes, ok,
+      n * window / 10, probes ? (cpu / hz) / probes * 1000 : 0, hwm / 1024 > result
 }'

@@ -51,13 +51,14 @@ for n in sizes:
     ratio = float(a["cpu_per_1000"]) / float(b["cpu_per_1000"]) if float(b["cpu_per_1000"]) else 0
     rows.append((int(n), a, b, ratio))
 head = ("| monitors | slots run | lateness p50 / p99 / max (ms) | write delay p50 / p99 (ms) "
-        "| agent RSS (MiB) | agent CPU s / 1000 checks | blackbox_exporter probes run "
+        "| agent RSS (MiB) | agent CPU s / 1000 checks | blackbox_exporter probes run (successful) "
         "| blackbox_exporter CPU s / 1000 probes | agent / exporter |")
 lines = [head, "|" + "---|" * 9]
 for n, a, b, ratio in rows:
     lines.append(f"| {n:,} | {float(a['share']):.2f}% | {a['late50']} / {a['late99']} / {a['latemax']} "
                  f"| {a['delay50']} / {a['delay99']} | {a['rss_mib']} | {a['cpu_per_1000']} "
-                 f"| {int(b['probes']):,} of {int(b['expected']):,} | {b['cpu_per_1000']} | {ratio:.2f} |")
+                 f"| {int(b['probes']):,} of {int(b['expected']):,} ({int(b['successful']):,}) "
+                 f"| {b['cpu_per_1000']} | {ratio:.2f} |")
 stamp = datetime.date.today().isoformat()
 cpus = os.cpu_count()
 table = "\n".join(lines)
