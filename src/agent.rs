@@ -84,6 +84,7 @@ pub fn run(args: &RunArgs, log: &Logger) -> anyhow::Result<()> {
             log.clone(),
         )
         .with_writes_in_flight(usize::from(args.write_connections))
+        .with_spool_sync(args.spool_sync)
         .with_metrics(metrics.clone())
         .start();
         let control_pool = target.pool(CONTROL_POOL_SIZE);

@@ -29,6 +29,8 @@ pub const DEFAULT_RETENTION_CHECK_SECS: &str = "600";
 pub const DEFAULT_SPOOL_DIR: &str = "spool";
 /// Default most heartbeats the spool holds before the oldest are dropped.
 pub const DEFAULT_SPOOL_MAX_ROWS: &str = "100000";
+/// Default milliseconds between two `fsync`s of the spool.
+pub const DEFAULT_SPOOL_SYNC_MS: &str = "1000";
 /// Default seconds a `check` may take.
 pub const DEFAULT_CHECK_TIMEOUT_SECS: &str = "10";
 
@@ -192,6 +194,13 @@ pub struct RunArgs {
     #[arg(long, env = "SPOOL_MAX_ROWS", default_value = DEFAULT_SPOOL_MAX_ROWS,
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub spool_max_rows: u64,
+
+    /// Milliseconds between two `fsync`s of the spool: a crash of the machine (not of the
+    /// agent, which loses nothing) loses at most the heartbeats of the last interval. 0 never
+    /// syncs and leaves it to the system.
+    #[arg(long, env = "SPOOL_SYNC_MS", default_value = DEFAULT_SPOOL_SYNC_MS,
+          value_parser = parse_millis)]
+    pub spool_sync: Duration,
     /// The DNS server checks resolve names with (IP or IP:port, port 53 by default), instead
     /// of the resolvers of /etc/resolv.conf.
     #[arg(long, env = "DNS_SERVER", value_parser = parse_dns_server)]

@@ -7,8 +7,10 @@
 //!                                                           while spilling)    requeue ┘
 //! ```
 //!
-//! Every item is written to disk when it is pushed (one `write` per line, no `fsync`: a
-//! killed process loses nothing, a crash of the whole machine may lose the last lines). A
+//! Every item is written to disk when it is pushed (one `write` per line): a killed process
+//! loses nothing. [`Spool::sync`] (`fsync` of the open segment, and of the directory after a
+//! segment was created) bounds what a crash of the whole machine can lose to the lines written
+//! since its last call; a segment is synced when it is sealed too. A
 //! segment is deleted once every item in it has been acknowledged (stored, or given up). At
 //! start, the segments left by the previous run are queued first, oldest first: they are
 //! *replayed*. Replaying an item that was in fact stored just before the kill is harmless only
@@ -132,6 +134,8 @@ struct OpenSegment {
     items: usize,
     /// Whether its items are on disk only (not in memory).
     disk_only: bool,
+    /// Whether lines were written to it since it was last synced.
+    unsynced: bool,
 }
 
 /// A spool of `T`s; see the module docs.
@@ -149,6 +153,8 @@ pub struct Spool<T> {
     next_seq: u64,
     /// Lines that could not be read back, since the spool was opened.
     unreadable: usize,
+    /// Whether a segment was created since the directory was last synced.
+    dir_unsynced: bool,
 }
 
 const SEGMENT_PREFIX: &str = "segment-";
@@ -207,6 +213,7 @@ impl<T: Serialize + DeserializeOwned> Spool<T> {
             unloaded,
             open: None,
             unreadable: 0,
+            dir_unsynced: false,
         };
         Ok((spool, recovered))
     }
@@ -297,12 +304,15 @@ impl<T: Serialize + DeserializeOwned> Spool<T> {
                 file,
                 items: 0,
                 disk_only,
+                unsynced: false,
             });
+            self.dir_unsynced = true;
         }
         let open = self.open.as_mut().expect("a segment was opened just above");
         let path = segment_path(&self.config.dir, open.seq);
         open.file.write_all(&line).map_err(io_error(&path))?;
         open.items += 1;
+        open.unsynced = true;
         Ok(open.seq)
     }
 
@@ -312,6 +322,10 @@ impl<T: Serialize + DeserializeOwned> Spool<T> {
         let Some(open) = self.open.take() else {
             return Ok(());
         };
+        if open.unsynced && (open.disk_only || self.loaded.get(&open.seq).is_some_and(|n| *n > 0)) {
+            let path = segment_path(&self.config.dir, open.seq);
+            open.file.sync_data().map_err(io_error(&path))?;
+        }
         if open.disk_only {
             self.unloaded.push_back((open.seq, open.items));
             return Ok(());
@@ -321,6 +335,28 @@ impl<T: Serialize + DeserializeOwned> Spool<T> {
             self.remove_segment(open.seq)?;
         }
         Ok(())
+    }
+
+    /// Makes every line written so far durable: `fsync` of the open segment if lines were
+    /// written to it since the last call, and of the directory if a segment was created.
+    /// Returns whether anything needed it.
+    pub fn sync(&mut self) -> Result<bool, SpoolError> {
+        let mut synced = false;
+        if let Some(open) = self.open.as_mut().filter(|o| o.unsynced) {
+            let path = segment_path(&self.config.dir, open.seq);
+            open.file.sync_data().map_err(io_error(&path))?;
+            open.unsynced = false;
+            synced = true;
+        }
+        if self.dir_unsynced {
+            let dir = &self.config.dir;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(dir))?;
+            self.dir_unsynced = false;
+            synced = true;
+        }
+        Ok(synced)
     }
 
     /// Takes up to `n` items, oldest first, reading the next segment back from disk when

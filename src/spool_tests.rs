@@ -148,3 +148,20 @@ fn unreadable_lines_are_skipped_and_counted() {
     push_all(&mut spool, [4]);
     assert!(segment_path(dir.path(), 8).exists());
 }
+
+#[test]
+fn sync_flushes_only_what_was_written_since_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::<u32>::open(config(dir.path(), 100, 100, 3)).unwrap();
+    assert!(!spool.sync().unwrap(), "nothing written yet");
+    push_all(&mut spool, 0..2);
+    assert!(spool.sync().unwrap(), "a new segment and two lines");
+    assert!(!spool.sync().unwrap(), "nothing new since");
+    push_all(&mut spool, 2..3);
+    assert!(spool.sync().unwrap(), "one more line in the open segment");
+    drop(spool);
+    // What was synced is what the next open replays.
+    let (mut spool, recovered) = Spool::<u32>::open(config(dir.path(), 100, 100, 3)).unwrap();
+    assert_eq!(recovered.items, 3);
+    assert_eq!(drain(&mut spool, 10), vec![0, 1, 2]);
+}

@@ -94,6 +94,8 @@ pub struct HeartbeatWriterActor {
     /// Callers of [`Flush`] waiting for the buffer to empty.
     flush_waiters: Vec<oneshot::Sender<()>>,
     metrics: Arc<Metrics>,
+    /// Time between two `fsync`s of the spool; `None` leaves it to the system.
+    spool_sync: Option<Duration>,
 }
 
 impl HeartbeatWriterActor {
@@ -121,6 +123,20 @@ impl HeartbeatWriterActor {
             backoff: MIN_BACKOFF,
             flush_waiters: Vec::new(),
             metrics: Arc::new(Metrics::new()),
+            spool_sync: None,
+        }
+    }
+
+    /// Syncs the spool to disk every `every` (a zero duration never does), so that a crash of
+    /// the machine loses at most the rows of the last `every`.
+    pub fn with_spool_sync(mut self, every: Duration) -> Self {
+        self.spool_sync = (!every.is_zero()).then_some(every);
+        self
+    }
+
+    fn sync_spool(&mut self) {
+        if let Err(e) = self.spool.sync() {
+            error!(self.log, "cannot sync the spool to disk"; "error" => %e);
         }
     }
 
@@ -376,9 +392,13 @@ impl Actor for HeartbeatWriterActor {
         ctx.run_interval(PARTITION_CHECK_INTERVAL, |act, ctx| {
             act.ensure_upcoming_partitions(ctx)
         });
+        if let Some(every) = self.spool_sync {
+            ctx.run_interval(every, |act, _| act.sync_spool());
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.sync_spool();
         if self.spool.is_empty() {
             info!(self.log, "heartbeat writer stopped");
         } else {
