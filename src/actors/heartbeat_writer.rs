@@ -20,8 +20,9 @@
 //! order that the table needs: a batch finishing before an older one changes nothing.
 //!
 //! Error policy: a failed write puts its rows back at the head of the queue and is retried with
-//! exponential backoff ([`MIN_BACKOFF`] to [`MAX_BACKOFF`]); no new batch starts meanwhile. When an insert fails because no
-//! partition covers a row's day, the partition is created and the insert retried at once. When
+//! exponential backoff ([`MIN_BACKOFF`] to [`MAX_BACKOFF`]); no new batch starts meanwhile.
+//! When an insert fails because no partition covers a row's day, the partition is created and
+//! the insert retried at once. When
 //! it fails because of a row's content (a constraint violation, such as a monitor deleted since
 //! its check ran), the batch is written row by row and each row PostgreSQL rejects is logged at
 //! error level with its full content, then dropped: retrying it could never succeed and would
