@@ -172,6 +172,24 @@ async fn bad_monitors_are_skipped_once_each_and_the_good_one_runs() {
             "1, NULL, '\"PING\"'",
             "no request body",
         ),
+        (
+            15,
+            "port out of range",
+            "GET",
+            "HTTP",
+            "http://127.0.0.1:99999/",
+            ok,
+            "port `99999` is not a number from 1 to 65535",
+        ),
+        (
+            16,
+            "port mistyped",
+            "GET",
+            "HTTP",
+            "https://127.0.0.1:8o99/",
+            ok,
+            "port `8o99` is not a number from 1 to 65535",
+        ),
     ];
     sql.push_str(&monitor(1, "good", "GET", "HTTP", url, ok));
     for (id, name, method, kind, url, rest, _) in &bad {
@@ -256,7 +274,7 @@ async fn bad_monitors_are_skipped_once_each_and_the_good_one_runs() {
     assert_eq!(loaded.len(), 1, "one load; later reloads found no change");
     assert_eq!(
         (&loaded[0]["monitors"], &loaded[0]["skipped"]),
-        (&4.into(), &13.into())
+        (&4.into(), &15.into())
     );
     assert!(
         agent.lines().iter().all(|l| !l.contains("ny only")),

@@ -38,7 +38,28 @@ impl Target {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        // `Uri::port_u16` is `None` for a port it cannot parse, which would check the default
+        // port instead: `:99999` and `:8o99` are errors, an empty `host:` is the default.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let after_host = authority
+            .rfind(']')
+            .map_or(authority, |i| &authority[i + 1..]);
+        let port = match after_host.rsplit_once(':') {
+            None | Some((_, "")) => {
+                if https {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some((_, port)) => port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    format!("invalid URL `{url}`: port `{port}` is not a number from 1 to 65535")
+                })?,
+        };
         Ok(Self {
             uri,
             https,
@@ -100,6 +121,19 @@ mod tests {
         assert_eq!(t.path_and_query(), "/a?b=1");
         let t = Target::parse("http://example.test").unwrap();
         assert_eq!((t.port, t.path_and_query()), (80, "/"));
+        assert_eq!(Target::parse("http://example.test:/").unwrap().port, 80);
+        for bad in [
+            "http://h:99999/",
+            "https://h:8o99/",
+            "http://h:0/",
+            "http://[::1]:70000/",
+        ] {
+            let err = Target::parse(bad).unwrap_err();
+            assert!(
+                err.contains("is not a number from 1 to 65535"),
+                "{bad}: {err}"
+            );
+        }
         assert!(Target::parse("ftp://example.test/").is_err());
         assert!(Target::parse("/relative").is_err());
     }
