@@ -362,6 +362,47 @@ async fn editing_a_url_restarts_only_that_monitor() {
     assert_eq!(starts(2), 1, "the other monitor kept running");
 }
 
+/// A target that never answers, with the timeout at its default (the interval): each check
+/// times out just after the next slot, which waits for it instead of being skipped, so every
+/// slot gets its `timeout` heartbeat and lateness does not grow from one check to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_never_answers_gets_a_heartbeat_every_slot() {
+    let db = TestDb::migrated();
+    let silent = ScriptedServer::start(|stream, _| async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(stream);
+    })
+    .await;
+    db.execute(BASE_CONFIG);
+    db.execute(&monitor_sql(1, "silent", "HTTP", &silent.url("/")));
+    let agent = AgentProcess::run(&db.url, 1, &[]);
+    let rows = wait_for(Duration::from_secs(30), "eight heartbeats", || async {
+        let rows = heartbeats(&db, 1).await;
+        (rows.len() >= 8).then_some(rows)
+    })
+    .await;
+    // `timestamp` columns, as `to_jsonb` writes them (no offset).
+    let time = |r: &serde_json::Value, column: &str| {
+        let text = r[column].as_str().unwrap();
+        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").unwrap()
+    };
+    let slot = |r: &serde_json::Value| time(r, "scheduled_at");
+    let executed = |r: &serde_json::Value| time(r, "executed_at");
+    for pair in rows.windows(2) {
+        assert_eq!(
+            (slot(&pair[1]) - slot(&pair[0])).num_milliseconds(),
+            1000,
+            "consecutive slots: {pair:?}"
+        );
+    }
+    for r in &rows {
+        assert_eq!(r["error_type"], "timeout", "{r}");
+        let late = (executed(r) - slot(r)).num_milliseconds();
+        assert!(late < 250, "started {late} ms after its slot: {r}");
+    }
+    assert!(agent.records_with("slot skipped").is_empty());
+}
+
 /// Bad settings give one clear error line and a non-zero exit, never a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_fail_with_one_clear_line() {

@@ -1,7 +1,11 @@
 //! `MonitorActor`: runs one monitor's checks on its schedule.
 //!
 //! Fixed rate: slots come from [`crate::schedule`], so a slow check never shifts later slots.
-//! A slot that falls while the previous check still runs is skipped and counted. A panic inside
+//! A slot that falls while the previous check still runs waits for it: a check may take up to
+//! the interval, so one that times out ends just after the next slot, which then starts at
+//! once, its timeout still counted from its own slot (so a target that always times out never
+//! makes each check start later than the one before). A slot still waiting when the one after
+//! it falls, or more than half an interval late, is skipped, counted and logged. A panic inside
 //! a check is caught and stored as a failed heartbeat (`error_type = internal`); then the actor
 //! stops, and the supervisor restarts it after a backoff, so that a check that keeps panicking
 //! runs ever less often.
@@ -32,6 +36,8 @@ pub struct MonitorActor {
     /// Tells this run of the monitor apart from earlier and later ones.
     generation: u64,
     check_running: bool,
+    /// A slot that fell while a check was running; started when that check ends.
+    deferred_slot: Option<DateTime<Utc>>,
     skipped_slots: u64,
     metrics: Arc<Metrics>,
     log: Logger,
@@ -64,6 +70,7 @@ impl MonitorActor {
             lease_epoch: setup.lease_epoch,
             generation: setup.generation,
             check_running: false,
+            deferred_slot: None,
             skipped_slots: 0,
             metrics: setup.metrics,
             log,
@@ -77,12 +84,11 @@ impl MonitorActor {
 
     fn on_slot(&mut self, slot: DateTime<Utc>, ctx: &mut Context<Self>) {
         if self.check_running {
-            self.skipped_slots += 1;
-            self.metrics.record_skipped_slots(1);
-            debug!(self.log, "slot skipped: previous check still running";
-                "slot" => slot.to_rfc3339(), "skipped_slots" => self.skipped_slots);
+            if let Some(older) = self.deferred_slot.replace(slot) {
+                self.skip(older, "the check before it was still running");
+            }
         } else {
-            self.start_check(slot, ctx);
+            self.start_check(slot, self.spec.clone(), ctx);
         }
 
         // The next slot on the grid; slots already past (the process was stalled) are skipped.
@@ -100,14 +106,45 @@ impl MonitorActor {
         self.schedule_slot(next, ctx);
     }
 
-    fn start_check(&mut self, slot: DateTime<Utc>, ctx: &mut Context<Self>) {
+    fn skip(&mut self, slot: DateTime<Utc>, reason: &str) {
+        self.skipped_slots += 1;
+        self.metrics.record_skipped_slots(1);
+        warn!(self.log, "slot skipped"; "monitor_name" => %self.name, "reason" => reason,
+            "slot" => slot.to_rfc3339(), "skipped_slots" => self.skipped_slots);
+    }
+
+    /// Starts the slot that waited for the check just ended, with what is left of its
+    /// timeout counted from the slot; skips it when too late for that.
+    fn start_deferred(&mut self, ctx: &mut Context<Self>) {
+        let Some(slot) = self.deferred_slot.take() else {
+            return;
+        };
+        let late = (Utc::now() - slot).to_std().unwrap_or_default();
+        let left = self.spec.timeout.saturating_sub(late);
+        if late > self.spec.schedule.interval / 2 || left.is_zero() {
+            return self.skip(slot, "the check before it ended too late");
+        }
+        let mut spec = MonitorSpec::clone(&self.spec);
+        spec.timeout = left;
+        self.start_check(slot, Arc::new(spec), ctx);
+    }
+
+    fn start_check(
+        &mut self,
+        slot: DateTime<Utc>,
+        spec: Arc<MonitorSpec>,
+        ctx: &mut Context<Self>,
+    ) {
         self.check_running = true;
-        let check = AssertUnwindSafe(self.probe.clone().check(self.spec.clone())).catch_unwind();
+        let check = AssertUnwindSafe(self.probe.clone().check(spec)).catch_unwind();
         let started_at = Utc::now();
         ctx.spawn(check.into_actor(self).map(move |outcome, act, ctx| {
             act.check_running = false;
             let panic = match outcome {
-                Ok(result) => return act.record(result, slot),
+                Ok(result) => {
+                    act.record(result, slot);
+                    return act.start_deferred(ctx);
+                }
                 Err(panic) => panic,
             };
             let message = panic
