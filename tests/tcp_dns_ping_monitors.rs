@@ -210,6 +210,36 @@ async fn dns_failures_are_classified() {
     assert_eq!(wrong.failure.expect("fails").kind, ErrorKind::Assertion);
 }
 
+/// `localhost` and `.invalid` are asked of the server like any name, never answered locally
+/// (RFC 6761 lets a stub resolver do so): the server's NXDOMAIN comes back, and a server that
+/// never answers is down.
+#[tokio::test]
+async fn special_names_are_asked_of_the_server() {
+    let server = dns_server(Duration::ZERO).await;
+    let probe = DnsProbe::new(&ProbeConfig::default()).unwrap();
+    for name in ["localhost", "localhost?type=AAAA", "x.invalid"] {
+        let result = probe
+            .run(&spec("DNS", &format!("dns://{server}/{name}")))
+            .await;
+        let failure = result.failure.expect("the server has no such name");
+        assert!(
+            failure.message.contains("NXDOMAIN"),
+            "{name}: {}",
+            failure.message
+        );
+    }
+    // Bound, never read from: nothing answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let url = format!("dns://{}/localhost", silent.local_addr().unwrap());
+    let result = probe
+        .run(&MonitorSpec {
+            kind: "DNS".into(),
+            ..probe_spec(&url, Duration::from_millis(300))
+        })
+        .await;
+    assert!(!result.success(), "{:?}", result.body);
+}
+
 /// TCP, DNS and ICMP monitors run from the database like HTTP ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_dns_and_ping_monitors_run_from_the_database() {

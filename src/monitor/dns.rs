@@ -6,6 +6,10 @@
 //! an empty answer, and, with `expect`, when no answer record equals it. The lookup time is
 //! stored as `dns_lookup_ms` and `response_time_ms`; the response code and the answers as
 //! `raw_response_body` (`{"rcode": ..., "answers": [...]}`).
+//!
+//! The query goes to the server as asked, whatever the name: a stub resolver's shortcuts (no
+//! hosts file, no cache, none of RFC 6761's local answers for `localhost` or `.invalid`) would
+//! report a server up that never answered.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -14,21 +18,22 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use hickory_resolver::config::{NameServerConfigGroup, ResolveHosts, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::RecordType;
+use hickory_resolver::config::{NameServerConfigGroup, ResolverOpts};
+use hickory_resolver::name_server::{NameServerPool, TokioConnectionProvider};
+use hickory_resolver::proto::op::{Query, ResponseCode};
+use hickory_resolver::proto::rr::{Name, RecordType};
+use hickory_resolver::proto::xfer::{DnsHandle, DnsRequestOptions, FirstAnswer};
 use hickory_resolver::proto::ProtoErrorKind;
-use hickory_resolver::TokioResolver;
 use serde_json::json;
 
 use super::measure::Measurement;
-use super::{net, MonitorSpec, Probe, ProbeConfig, ProbeSetupError};
+use super::{MonitorSpec, Probe, ProbeConfig, ProbeSetupError};
 use crate::heartbeat::{CheckFailure, CheckResult, ErrorKind};
 
 /// Runs DNS monitors.
 pub struct DnsProbe {
-    system: TokioResolver,
+    /// Asked when the URL names no server: `DNS_SERVER`, else those of /etc/resolv.conf.
+    system: NameServerConfigGroup,
 }
 
 /// What a `dns://` URL asks for.
@@ -85,11 +90,17 @@ impl DnsTarget {
 }
 
 impl DnsProbe {
-    /// Reads the system's resolver configuration.
+    /// Reads the system's resolver configuration (unless `DNS_SERVER` replaces it).
     pub fn new(config: &ProbeConfig) -> Result<Self, ProbeSetupError> {
-        Ok(Self {
-            system: net::resolver(config)?,
-        })
+        let system = match config.dns_server {
+            Some(server) => servers(server),
+            None => {
+                let (system, _) = hickory_resolver::system_conf::read_system_conf()
+                    .map_err(|e| ProbeSetupError::Resolver(e.to_string()))?;
+                NameServerConfigGroup::from(system.name_servers().to_vec())
+            }
+        };
+        Ok(Self { system })
     }
 
     /// Runs one check of `spec`.
@@ -102,31 +113,42 @@ impl DnsProbe {
     async fn query(&self, spec: &MonitorSpec, m: &mut Measurement) -> Result<(), CheckFailure> {
         let target =
             DnsTarget::parse(&spec.url).map_err(|e| CheckFailure::new(ErrorKind::Dns, e))?;
-        let own;
-        let resolver = match target.server {
-            None => &self.system,
-            Some(server) => {
-                own = resolver_for(server, spec);
-                &own
-            }
+        let servers = match target.server {
+            Some(server) => servers(server),
+            None => self.system.clone(),
         };
+        let name = Name::from_str(&target.name)
+            .map(|mut n| {
+                n.set_fqdn(true);
+                n
+            })
+            .map_err(|e| CheckFailure::new(ErrorKind::Dns, format!("invalid name: {e}")))?;
 
         let t = Instant::now();
-        let lookup = resolver
-            .lookup(target.name.as_str(), target.record_type)
+        let response = pool(servers, spec)
+            .lookup(
+                Query::query(name, target.record_type),
+                DnsRequestOptions::default(),
+            )
+            .first_answer()
             .await;
         let took = t.elapsed();
         m.result.timings.dns = Some(took);
         m.result.timings.total = Some(m.start.elapsed());
 
-        let answers: Vec<String> = match &lookup {
-            Ok(found) => found.record_iter().map(|r| r.data().to_string()).collect(),
-            Err(_) => Vec::new(),
-        };
-        let rcode = match &lookup {
-            Ok(_) => ResponseCode::NoError,
-            Err(e) => match e.proto().map(|p| p.kind()) {
-                Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => *response_code,
+        let (rcode, answers): (ResponseCode, Vec<String>) = match &response {
+            Ok(found) => (
+                found.response_code(),
+                found
+                    .answers()
+                    .iter()
+                    .map(|r| r.data().to_string())
+                    .collect(),
+            ),
+            Err(e) => match e.kind() {
+                ProtoErrorKind::NoRecordsFound { response_code, .. } => {
+                    (*response_code, Vec::new())
+                }
                 _ => {
                     return Err(CheckFailure::new(
                         ErrorKind::Dns,
@@ -170,19 +192,22 @@ impl DnsProbe {
     }
 }
 
-/// A resolver asking only `server` (UDP, TCP when truncated), no hosts file, no cache, one
-/// attempt bounded by the monitor's timeout.
-fn resolver_for(server: SocketAddr, spec: &MonitorSpec) -> TokioResolver {
-    let servers = NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
-    let config = ResolverConfig::from_parts(None, vec![], servers);
-    let mut builder =
-        TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
-    let options = builder.options_mut();
+/// `server`, over UDP and, for a truncated answer, TCP.
+fn servers(server: SocketAddr) -> NameServerConfigGroup {
+    NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true)
+}
+
+/// Asks `servers` directly (no resolver in front: no cache, no hosts file, no local answers),
+/// one attempt bounded by the monitor's timeout.
+fn pool(
+    servers: NameServerConfigGroup,
+    spec: &MonitorSpec,
+) -> NameServerPool<TokioConnectionProvider> {
+    let mut options = ResolverOpts::default();
     options.cache_size = 0;
     options.attempts = 1;
     options.timeout = spec.timeout;
-    options.use_hosts_file = ResolveHosts::Never;
-    builder.build()
+    NameServerPool::from_config(servers, options, TokioConnectionProvider::default())
 }
 
 impl Probe for DnsProbe {
