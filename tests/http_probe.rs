@@ -47,8 +47,34 @@ async fn an_unknown_ca_is_a_tls_failure() {
         .await;
     let failure = result.failure.expect("fails");
     assert_eq!(failure.kind, ErrorKind::Tls, "{}", failure.message);
+    assert!(
+        failure.message.contains("signed by an unknown authority"),
+        "{}",
+        failure.message
+    );
     assert!(result.timings.tls.is_none() && result.timings.first_byte.is_none());
     assert!(result.timings.connect.is_some());
+}
+
+/// A self-signed CA certificate served as the server's own is refused even when trusted, with
+/// a reason a person can read (rustls names it only `CaUsedAsEndEntity`).
+#[tokio::test]
+async fn a_ca_certificate_served_as_the_leaf_is_a_readable_tls_failure() {
+    let pki = TestPki::ca_as_leaf(&["127.0.0.1"]);
+    let server = TestServer::https(&pki).await;
+    let result = http_probe(Some(&pki))
+        .run(&probe_spec(
+            &server.url("https", "127.0.0.1", "/"),
+            Duration::from_secs(5),
+        ))
+        .await;
+    let failure = result.failure.expect("fails");
+    assert_eq!(failure.kind, ErrorKind::Tls, "{}", failure.message);
+    assert!(
+        failure.message.contains("sent a CA certificate") && !failure.message.contains("Other("),
+        "{}",
+        failure.message
+    );
 }
 
 /// A non-2xx status is a failed check with error_type http and the status recorded.

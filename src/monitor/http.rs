@@ -183,14 +183,7 @@ impl HttpProbe {
                     .lock()
                     .ok()
                     .and_then(|leaf| leaf.as_ref().and_then(tls::not_after));
-                CheckFailure::new(
-                    ErrorKind::Tls,
-                    format!(
-                        "TLS handshake with {} failed: {}",
-                        target.host,
-                        message::chain(&e)
-                    ),
-                )
+                net::tls_failure(&target.host, &e)
             })?;
         m.result.timings.tls = Some(t.elapsed());
         let session = stream.get_ref().1;

@@ -203,6 +203,35 @@ pub fn root_store(config: &super::ProbeConfig) -> Result<rustls::RootCertStore, 
     Ok(roots)
 }
 
+/// Why a TLS handshake with `host` failed, as a person reads it: rustls names some
+/// certificate problems only by a debug name (`Other(OtherError(CaUsedAsEndEntity))`).
+pub fn tls_failure(host: &str, e: &std::io::Error) -> CheckFailure {
+    use rustls::{CertificateError, Error};
+    let why = match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            "certificate not trusted: signed by an unknown authority (not in the trusted roots)"
+                .to_string()
+        }
+        Some(Error::InvalidCertificate(CertificateError::Other(other))) => {
+            match other.to_string().as_str() {
+                "CaUsedAsEndEntity" => "certificate not accepted: the server sent a CA \
+                    certificate (basic constraints CA:TRUE) as its own"
+                    .to_string(),
+                "EndEntityUsedAsCa" => "certificate not accepted: a server certificate signs \
+                    another certificate of the chain"
+                    .to_string(),
+                name => format!("certificate not accepted: {name}"),
+            }
+        }
+        Some(other) => other.to_string(),
+        None => e.to_string(),
+    };
+    CheckFailure::new(
+        ErrorKind::Tls,
+        format!("TLS handshake with {host} failed: {why}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

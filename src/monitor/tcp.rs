@@ -132,12 +132,7 @@ impl TcpProbe {
         let tls = TlsConnector::from(self.tls.clone())
             .connect(name, stream)
             .await
-            .map_err(|e| {
-                CheckFailure::new(
-                    ErrorKind::Tls,
-                    format!("TLS handshake with {} failed: {e}", target.host),
-                )
-            })?;
+            .map_err(|e| net::tls_failure(&target.host, &e))?;
         m.result.timings.tls = Some(t.elapsed());
         converse(tls, &target, m).await
     }

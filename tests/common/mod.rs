@@ -892,6 +892,27 @@ impl TestPki {
     }
 }
 
+impl TestPki {
+    /// A self-signed CA certificate for `names` served as the server's own (what
+    /// `openssl req -x509` makes by default), and trusted as a root.
+    pub fn ca_as_leaf(names: &[&str]) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("cert");
+        let ca_file = tempfile::NamedTempFile::new().expect("ca file");
+        std::fs::write(ca_file.path(), cert.pem()).expect("write ca");
+        Self {
+            ca_der: cert.der().clone(),
+            ca_file,
+            server_chain: vec![cert.der().clone()],
+            server_key_der: key.serialize_der(),
+        }
+    }
+}
+
 /// A raw TCP server on 127.0.0.1 that runs a script on each connection it accepts, and counts
 /// them. For targets that misbehave below HTTP: silence, banners, endless headers.
 pub struct ScriptedServer {
