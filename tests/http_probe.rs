@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use uptimeo_agent::heartbeat::ErrorKind;
+use uptimeo_agent::heartbeat::{CheckResult, ErrorKind};
 
 /// HTTPS through a name: all phases measured, in order, each within the total.
 #[tokio::test]
@@ -34,26 +34,32 @@ async fn https_through_a_name_measures_every_phase() {
     assert_eq!(server.hits(), 1);
 }
 
-/// An untrusted certificate fails the handshake with a tls error.
-#[tokio::test]
-async fn an_unknown_ca_is_a_tls_failure() {
-    let pki = TestPki::new();
-    let server = TestServer::https(&pki).await;
-    let result = http_probe(None)
+/// A check of a server presenting `served`'s certificate, by a probe that also trusts
+/// `trusted`'s CA; returns the result after asserting it failed at the handshake.
+async fn tls_failed_check(served: &TestPki, trusted: Option<&TestPki>) -> CheckResult {
+    let server = TestServer::https(served).await;
+    let result = http_probe(trusted)
         .run(&probe_spec(
             &server.url("https", "127.0.0.1", "/"),
             Duration::from_secs(5),
         ))
         .await;
-    let failure = result.failure.expect("fails");
+    let failure = result.failure.as_ref().expect("fails");
     assert_eq!(failure.kind, ErrorKind::Tls, "{}", failure.message);
-    assert!(
-        failure.message.contains("signed by an unknown authority"),
-        "{}",
-        failure.message
-    );
     assert!(result.timings.tls.is_none() && result.timings.first_byte.is_none());
     assert!(result.timings.connect.is_some());
+    result
+}
+
+/// An untrusted certificate fails the handshake with a tls error.
+#[tokio::test]
+async fn an_unknown_ca_is_a_tls_failure() {
+    let result = tls_failed_check(&TestPki::new(), None).await;
+    let message = result.failure.unwrap().message;
+    assert!(
+        message.contains("signed by an unknown authority"),
+        "{message}"
+    );
 }
 
 /// A self-signed CA certificate served as the server's own is refused even when trusted, with
@@ -61,19 +67,11 @@ async fn an_unknown_ca_is_a_tls_failure() {
 #[tokio::test]
 async fn a_ca_certificate_served_as_the_leaf_is_a_readable_tls_failure() {
     let pki = TestPki::ca_as_leaf(&["127.0.0.1"]);
-    let server = TestServer::https(&pki).await;
-    let result = http_probe(Some(&pki))
-        .run(&probe_spec(
-            &server.url("https", "127.0.0.1", "/"),
-            Duration::from_secs(5),
-        ))
-        .await;
-    let failure = result.failure.expect("fails");
-    assert_eq!(failure.kind, ErrorKind::Tls, "{}", failure.message);
+    let result = tls_failed_check(&pki, Some(&pki)).await;
+    let message = result.failure.unwrap().message;
     assert!(
-        failure.message.contains("sent a CA certificate") && !failure.message.contains("Other("),
-        "{}",
-        failure.message
+        message.contains("sent a CA certificate") && !message.contains("Other("),
+        "{message}"
     );
 }
 
