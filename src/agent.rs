@@ -40,7 +40,7 @@ pub fn migrate(args: &MigrateArgs, log: &Logger) -> anyhow::Result<()> {
         if args.sample {
             let mut conn = target.connect().await?;
             db::sample::insert_sample(&mut conn).await?;
-            info!(log, "sample configuration present"; "database" => %target);
+            info!(log, "sample configuration inserted where its rows were absent"; "database" => %target);
         }
         Ok(())
     })

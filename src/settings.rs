@@ -166,7 +166,7 @@ pub struct RunArgs {
     pub write_batch_size: u16,
 
     /// Longest wait, in milliseconds, before a partial batch is written.
-    #[arg(long, env = "WRITE_FLUSH_DELAY_MS", default_value = DEFAULT_FLUSH_DELAY_MS,
+    #[arg(long = "write-flush-delay-ms", alias = "write-flush-delay", value_name = "WRITE_FLUSH_DELAY_MS", env = "WRITE_FLUSH_DELAY_MS", default_value = DEFAULT_FLUSH_DELAY_MS,
           value_parser = parse_millis)]
     pub write_flush_delay: Duration,
 
@@ -198,7 +198,7 @@ pub struct RunArgs {
     /// Milliseconds between two `fsync`s of the spool: a crash of the machine (not of the
     /// agent, which loses nothing) loses at most the heartbeats of the last interval. 0 never
     /// syncs and leaves it to the system.
-    #[arg(long, env = "SPOOL_SYNC_MS", default_value = DEFAULT_SPOOL_SYNC_MS,
+    #[arg(long = "spool-sync-ms", value_name = "SPOOL_SYNC_MS", env = "SPOOL_SYNC_MS", default_value = DEFAULT_SPOOL_SYNC_MS,
           value_parser = parse_millis)]
     pub spool_sync: Duration,
     /// The DNS server checks resolve names with (IP or IP:port, port 53 by default), instead

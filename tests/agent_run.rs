@@ -403,6 +403,42 @@ async fn a_target_that_never_answers_gets_a_heartbeat_every_slot() {
     assert!(agent.records_with("slot skipped").is_empty());
 }
 
+/// A second process with the same `AGENT_ID` waits as a standby and says that the holder is
+/// itself by id; a standby of another id names the holder too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_agent_id_is_told_so() {
+    let db = TestDb::migrated();
+    let http = TestServer::http().await;
+    db.execute(&config_with_monitors(&http, 1));
+    let first = AgentProcess::run(&db.url, 1, &[]);
+    first
+        .wait_for_msg("Acquired lock for datacenter:1", Duration::from_secs(15))
+        .await;
+    let twin = AgentProcess::run(&db.url, 1, &[]);
+    let line = twin
+        .wait_for_msg(
+            "waiting as standby: another process with this AGENT_ID holds the lease \
+             (give each agent its own id)",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(
+        (&line["level"], &line["holder_agent_id"]),
+        (&json!("WARN"), &json!(1))
+    );
+    let standby = AgentProcess::run(&db.url, 2, &[]);
+    let line = standby
+        .wait_for_msg(
+            "waiting as standby: another agent holds the lock",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(
+        (&line["level"], &line["holder_agent_id"]),
+        (&json!("INFO"), &json!(1))
+    );
+}
+
 /// Bad settings give one clear error line and a non-zero exit, never a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_fail_with_one_clear_line() {

@@ -158,7 +158,7 @@ impl SupervisorActor {
             let mut retry = act.timing.standby_retry;
             match outcome {
                 Ok(LeaseAttempt::Acquired(epoch)) => act.become_active(epoch, sent, ctx),
-                Ok(LeaseAttempt::Held { expires_in }) => {
+                Ok(LeaseAttempt::Held { expires_in, holder }) => {
                     retry = retry.min(expires_in + EXPIRY_SLACK);
                     act.metrics.record_lease(LeaseRole::Standby, None);
                     if let LeaseState::Standby {
@@ -166,7 +166,14 @@ impl SupervisorActor {
                     } = &mut act.lease
                     {
                         *announced = true;
-                        info!(act.log, "waiting as standby: another agent holds the lock");
+                        if holder == Some(act.claimant.agent_id) {
+                            warn!(act.log, "waiting as standby: another process with this \
+                                AGENT_ID holds the lease (give each agent its own id)";
+                                "holder_agent_id" => holder);
+                        } else {
+                            info!(act.log, "waiting as standby: another agent holds the lock";
+                                "holder_agent_id" => holder);
+                        }
                     }
                 }
                 Err(e) => {

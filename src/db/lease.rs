@@ -29,7 +29,11 @@ pub enum LeaseAttempt {
     Acquired(i64),
     /// Another agent holds it; it expires in this long unless renewed (by the database's
     /// clock, as the attempt saw it).
-    Held { expires_in: Duration },
+    Held {
+        expires_in: Duration,
+        /// `agents.id` of the holder.
+        holder: Option<i32>,
+    },
 }
 
 #[derive(QueryableByName)]
@@ -38,6 +42,8 @@ struct AttemptRow {
     epoch: Option<i64>,
     #[diesel(sql_type = Nullable<Double>)]
     expires_in_s: Option<f64>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    holder: Option<i32>,
 }
 
 /// Takes the lease if nobody holds it or the holder's lease expired. Otherwise says when the
@@ -67,8 +73,11 @@ pub async fn try_acquire(
              WHERE l.expires_at <= clock_timestamp() \
              RETURNING l.epoch) \
          SELECT (SELECT epoch FROM attempt) AS epoch, \
-                (SELECT extract(epoch FROM expires_at - clock_timestamp())::float8 \
-                 FROM datacenter_leases WHERE datacenter_id = $1) AS expires_in_s",
+                l.expires_in_s, l.holder \
+         FROM (SELECT 1) AS one LEFT JOIN LATERAL ( \
+             SELECT extract(epoch FROM expires_at - clock_timestamp())::float8 AS expires_in_s, \
+                    holder_agent_id AS holder \
+             FROM datacenter_leases WHERE datacenter_id = $1) AS l ON true",
     )
     .bind::<Integer, _>(claimant.datacenter_id)
     .bind::<Integer, _>(claimant.agent_id)
@@ -81,6 +90,7 @@ pub async fn try_acquire(
         None => LeaseAttempt::Held {
             // Clamped: a NaN or an absurd expiry must not panic the conversion.
             expires_in: Duration::from_secs_f64(row.expires_in_s.unwrap_or(0.0).clamp(0.0, 1e6)),
+            holder: row.holder,
         },
     })
 }
