@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use slog::{debug, info, Logger};
 use tokio::net::TcpListener;
 
-use crate::db::{self, DbError, Pool};
+use crate::db::{self, Pool};
 use crate::metrics::{LeaseRole, Metrics};
 
 /// Longest time `/readyz` waits for the database before answering 503.
@@ -99,7 +99,12 @@ async fn readiness(state: &HealthState) -> Result<&'static str, String> {
     match tokio::time::timeout(READY_DB_TIMEOUT, ping).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(format!("database unreachable: {e}")),
-        Err(_) => return Err(DbError::Timeout(READY_DB_TIMEOUT).to_string()),
+        Err(_) => {
+            return Err(format!(
+                "database unreachable: {}",
+                state.pool.timed_out(READY_DB_TIMEOUT)
+            ))
+        }
     }
     match state.metrics.lease_role() {
         LeaseRole::Active => Ok("active"),

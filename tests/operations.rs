@@ -103,6 +103,35 @@ async fn active_agent_serves_healthz_readyz_and_metrics() {
     assert_eq!(get(port, "/healthz").await.map(|(s, _)| s), Some(200));
 }
 
+/// With its database cut off (connections closed as they open), `/readyz` and the lease's
+/// log lines say that no connection could be made and why, not that a query timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_cut_off_is_reported_as_unreachable_with_the_reason() {
+    let db = TestDb::migrated();
+    db.execute(BASE_CONFIG);
+    let proxy = TcpProxy::start(url_host_port(&db.url)).await;
+    let port = refused_port();
+    let agent = AgentProcess::run(&proxy.url(&db.url), 1, &[("HEALTH_PORT", port.to_string())]);
+    agent
+        .wait_for_msg("Acquired lock for datacenter:1", Duration::from_secs(15))
+        .await;
+    wait_for_status(port, "/readyz", 200).await;
+    proxy.cut();
+    let body = wait_for_status(port, "/readyz", 503).await;
+    assert!(
+        body.starts_with("not ready: database unreachable: no database connection within"),
+        "{body}"
+    );
+    let renewal = agent
+        .wait_for_msg("lease renewal failed", Duration::from_secs(15))
+        .await;
+    let error = renewal["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("no database connection within"),
+        "{error}"
+    );
+}
+
 /// A standby is ready (it can take over) and says it does not hold the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_is_ready_and_reports_the_lease_as_not_held() {

@@ -73,8 +73,9 @@ enum Loaded {
 
 /// First wait before the listener reconnects.
 pub const LISTEN_MIN_BACKOFF: Duration = Duration::from_millis(500);
-/// Longest wait before the listener reconnects.
-pub const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait before the listener reconnects: after a long outage, changes are applied at
+/// once again at most this long after the database is back (one connection attempt each).
+pub const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 impl ConfigReloadActor {
     /// A reload actor polling every `interval`, and listening for notifications through a

@@ -196,12 +196,14 @@ impl HeartbeatWriterActor {
         self.in_flight += 1;
         let pool = self.pool.clone();
         let rows: Vec<NewHeartbeat> = batch.iter().map(|p| p.item.row.clone()).collect();
-        let write =
-            async move { tokio::time::timeout(WRITE_TIMEOUT, write_batch(&pool, &rows)).await };
+        let write = async move {
+            tokio::time::timeout(WRITE_TIMEOUT, write_batch(&pool, &rows))
+                .await
+                .unwrap_or_else(|_| Err(pool.timed_out(WRITE_TIMEOUT)))
+        };
 
         ctx.spawn(write.into_actor(self).map(move |outcome, act, ctx| {
             act.in_flight -= 1;
-            let outcome = outcome.unwrap_or(Err(DbError::Timeout(WRITE_TIMEOUT)));
             act.finish_write(batch, outcome, ctx);
         }));
     }

@@ -147,7 +147,7 @@ impl SupervisorActor {
     fn try_acquire(&mut self, ctx: &mut Context<Self>) {
         let (pool, claimant, ttl) = (self.pool.clone(), self.claimant.clone(), self.timing.ttl);
         let sent = Instant::now();
-        let attempt = with_timeout(self.timing.op_timeout(), async move {
+        let attempt = with_timeout(pool, self.timing.op_timeout(), move |pool| async move {
             let mut conn = db::checkout(&pool).await?;
             lease::try_acquire(&mut conn, &claimant, ttl).await
         });
@@ -203,7 +203,7 @@ impl SupervisorActor {
     fn renew(&mut self, epoch: i64, ctx: &mut Context<Self>) {
         let (pool, claimant, ttl) = (self.pool.clone(), self.claimant.clone(), self.timing.ttl);
         let sent = Instant::now();
-        let attempt = with_timeout(self.timing.op_timeout(), async move {
+        let attempt = with_timeout(pool, self.timing.op_timeout(), move |pool| async move {
             let mut conn = db::checkout(&pool).await?;
             lease::renew(&mut conn, &claimant, epoch, ttl).await
         });
@@ -369,7 +369,7 @@ impl SupervisorActor {
         );
         async move {
             let Some(epoch) = epoch else { return };
-            let released = with_timeout(timeout, async move {
+            let released = with_timeout(pool, timeout, move |pool| async move {
                 let mut conn = db::checkout(&pool).await?;
                 lease::release(&mut conn, &claimant, epoch).await
             })
@@ -382,13 +382,17 @@ impl SupervisorActor {
     }
 }
 
-async fn with_timeout<T>(
-    limit: Duration,
-    work: impl std::future::Future<Output = Result<T, DbError>>,
-) -> Result<T, DbError> {
-    tokio::time::timeout(limit, work)
-        .await
-        .unwrap_or(Err(DbError::Timeout(limit)))
+/// Runs `work` on `pool` for at most `limit`; a timeout says why connections failed, if they
+/// did meanwhile.
+async fn with_timeout<T, F, Fut>(pool: Pool, limit: Duration, work: F) -> Result<T, DbError>
+where
+    F: FnOnce(Pool) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbError>>,
+{
+    match tokio::time::timeout(limit, work(pool.clone())).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(pool.timed_out(limit)),
+    }
 }
 
 impl Actor for SupervisorActor {

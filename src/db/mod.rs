@@ -19,19 +19,73 @@ pub mod schema;
 pub mod tls;
 
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use diesel::ConnectionError;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError};
 use diesel_async::AsyncPgConnection;
 use futures_util::FutureExt;
 
 /// How long a new connection may take before the attempt counts as failed.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A pool of diesel-async connections.
-pub type Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
+type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
+
+/// A pool of diesel-async connections (bb8's, which it dereferences to) that remembers why
+/// its last connection attempt failed, so that a timeout can say why no connection came.
+#[derive(Clone)]
+pub struct Pool {
+    inner: bb8::Pool<Manager>,
+    last_error: LastError,
+}
+
+impl std::ops::Deref for Pool {
+    type Target = bb8::Pool<Manager>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl Pool {
+    /// `DbError::Timeout(limit)`, or, when a connection attempt failed within that time,
+    /// the error saying why no connection could be made.
+    pub fn timed_out(&self, limit: Duration) -> DbError {
+        match self.last_error.within(limit) {
+            Some(reason) => DbError::Unreachable { limit, reason },
+            None => DbError::Timeout(limit),
+        }
+    }
+}
+
+/// bb8's error sink: keeps the pool's last connection error and when it happened.
+#[derive(Debug, Clone, Default)]
+struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl LastError {
+    fn within(&self, limit: Duration) -> Option<String> {
+        let last = self.0.lock().ok()?;
+        let (at, reason) = last.as_ref()?;
+        (at.elapsed() <= limit).then(|| reason.clone())
+    }
+}
+
+impl bb8::ErrorSink<PoolError> for LastError {
+    fn sink(&self, error: PoolError) {
+        let reason = match &error {
+            PoolError::ConnectionError(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((Instant::now(), reason));
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
+        Box::new(self.clone())
+    }
+}
 
 /// A parsed connection string. Its `Display` names user, host, port and database only: the
 /// password never leaves this type.
@@ -60,6 +114,9 @@ pub enum DbError {
     /// A statement did not finish in time.
     #[error("query timed out after {0:?}")]
     Timeout(Duration),
+    /// No connection came in time, and attempts to make one failed.
+    #[error("no database connection within {limit:?}: {reason}")]
+    Unreachable { limit: Duration, reason: String },
     /// The server closed the connection.
     #[error("connection closed by the server")]
     Closed,
@@ -165,11 +222,14 @@ impl DbTarget {
             "configured-separately",
             manager_config,
         );
-        bb8::Pool::builder()
+        let last_error = LastError::default();
+        let inner = bb8::Pool::builder()
             .max_size(size)
             .min_idle(Some(0))
             .connection_timeout(DEFAULT_CONNECT_TIMEOUT)
-            .build_unchecked(manager)
+            .error_sink(Box::new(last_error.clone()))
+            .build_unchecked(manager);
+        Pool { inner, last_error }
     }
 }
 
@@ -227,10 +287,11 @@ fn with_sources(error: &dyn std::error::Error) -> String {
 }
 
 /// Takes a connection from the pool, mapping pool errors to [`DbError::Pool`].
-pub async fn checkout(
-    pool: &Pool,
-) -> Result<bb8::PooledConnection<'_, AsyncDieselConnectionManager<AsyncPgConnection>>, DbError> {
-    pool.get().await.map_err(|e| DbError::Pool(e.to_string()))
+pub async fn checkout(pool: &Pool) -> Result<bb8::PooledConnection<'_, Manager>, DbError> {
+    pool.get().await.map_err(|e| match e {
+        bb8::RunError::TimedOut => pool.timed_out(DEFAULT_CONNECT_TIMEOUT),
+        other => DbError::Pool(other.to_string()),
+    })
 }
 
 #[cfg(test)]
