@@ -397,6 +397,11 @@ async fn a_target_that_never_answers_gets_a_heartbeat_every_slot() {
     }
     for r in &rows {
         assert_eq!(r["error_type"], "timeout", "{r}");
+        // The same message every slot, naming the timeout (not what was left of it).
+        assert_eq!(
+            r["error_message"],
+            "no complete response within 1s (timed out during waiting for the response)"
+        );
         let late = (executed(r) - slot(r)).num_milliseconds();
         assert!(late < 250, "started {late} ms after its slot: {r}");
     }

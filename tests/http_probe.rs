@@ -62,6 +62,18 @@ async fn an_unknown_ca_is_a_tls_failure() {
     );
 }
 
+/// A certificate whose issuer's name is that of a trusted CA which did not sign it (two test
+/// CAs share a name) gets a reason saying so, not a bare `BadSignature`.
+#[tokio::test]
+async fn a_trusted_name_with_another_key_is_a_readable_tls_failure() {
+    let result = tls_failed_check(&TestPki::new(), Some(&TestPki::new())).await;
+    let message = result.failure.unwrap().message;
+    assert!(
+        message.contains("has its issuer's name but did not sign it"),
+        "{message}"
+    );
+}
+
 /// A self-signed CA certificate served as the server's own is refused even when trusted, with
 /// a reason a person can read (rustls names it only `CaUsedAsEndEntity`).
 #[tokio::test]

@@ -14,7 +14,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -198,7 +198,9 @@ fn servers(server: SocketAddr) -> NameServerConfigGroup {
 }
 
 /// Asks `servers` directly (no resolver in front: no cache, no hosts file, no local answers),
-/// one attempt bounded by the monitor's timeout.
+/// one attempt bounded by the monitor's timeout. The pool's own timeout is set past it, so
+/// that a server that never answers is always the check's `timeout`, never a race between the
+/// two clocks.
 fn pool(
     servers: NameServerConfigGroup,
     spec: &MonitorSpec,
@@ -206,7 +208,7 @@ fn pool(
     let mut options = ResolverOpts::default();
     options.cache_size = 0;
     options.attempts = 1;
-    options.timeout = spec.timeout;
+    options.timeout = spec.timeout + Duration::from_secs(1);
     NameServerPool::from_config(servers, options, TokioConnectionProvider::default())
 }
 

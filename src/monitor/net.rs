@@ -212,6 +212,12 @@ pub fn tls_failure(host: &str, e: &std::io::Error) -> CheckFailure {
             "certificate not trusted: signed by an unknown authority (not in the trusted roots)"
                 .to_string()
         }
+        Some(Error::InvalidCertificate(CertificateError::BadSignature)) => {
+            "certificate not trusted: a trusted certificate has its issuer's name but did not \
+             sign it (BadSignature; a self-signed certificate whose name clashes with a trusted \
+             one, such as Debian's snakeoil `localhost`, fails so)"
+                .to_string()
+        }
         Some(Error::InvalidCertificate(CertificateError::Other(other))) => {
             match other.to_string().as_str() {
                 "CaUsedAsEndEntity" => "certificate not accepted: the server sent a CA \
