@@ -203,6 +203,7 @@ async fn bad_monitors_are_skipped_once_each_and_the_good_one_runs() {
         url,
         "5, NULL, NULL",
     ));
+    sql.push_str(&monitor(23, "plain https", "GET", "HTTPS", url, ok));
     sql.push_str(&monitor(21, "twin", "GET", "HTTP", url, ok));
     sql.push_str(&monitor(22, "twin", "GET", "HTTP", url, ok));
     // Datacenter 2's monitor.
@@ -250,8 +251,11 @@ async fn bad_monitors_are_skipped_once_each_and_the_good_one_runs() {
     let mut runnable = started.clone();
     runnable.sort_unstable();
     runnable.dedup();
-    assert_eq!(runnable, vec![1, 20, 21, 22], "started: {started:?}");
-    assert_eq!(started.len(), 4, "each started once: {started:?}");
+    assert_eq!(runnable, vec![1, 20, 21, 22, 23], "started: {started:?}");
+    assert_eq!(started.len(), 5, "each started once: {started:?}");
+    let plain = agent.records_with("monitor runs without TLS");
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    assert_eq!(plain[0]["monitor_id"], 23);
 
     // Exactly one warning per bad monitor, naming it and the reason.
     let skipped = agent.records_with("monitor skipped: invalid configuration");
@@ -274,7 +278,7 @@ async fn bad_monitors_are_skipped_once_each_and_the_good_one_runs() {
     assert_eq!(loaded.len(), 1, "one load; later reloads found no change");
     assert_eq!(
         (&loaded[0]["monitors"], &loaded[0]["skipped"]),
-        (&4.into(), &15.into())
+        (&5.into(), &15.into())
     );
     assert!(
         agent.lines().iter().all(|l| !l.contains("ny only")),

@@ -199,6 +199,10 @@ impl ConfigReloadActor {
                             "monitor_id" => monitor.id, "monitor_name" => &monitor.name,
                             "reason" => reason);
                     }
+                    if let Some(reason) = monitor::plain_https(&spec) {
+                        warn!(self.log, "monitor runs without TLS"; "monitor_id" => monitor.id,
+                            "monitor_name" => &monitor.name, "reason" => reason);
+                    }
                     specs.push(Arc::new(spec))
                 }
                 Err(invalid) => {

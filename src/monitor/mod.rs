@@ -325,6 +325,17 @@ pub fn ignored_thresholds(s: &ScheduleRow) -> Option<String> {
     }
 }
 
+/// A monitor of type `HTTPS` whose URL is `http://` runs, as the original agent ran it, but
+/// without TLS: said once per configuration load, since a mistyped URL silently drops TLS.
+pub fn plain_https(spec: &MonitorSpec) -> Option<String> {
+    let plain = spec.kind == "HTTPS"
+        && spec
+            .url
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+    plain.then(|| "type HTTPS with an http:// URL: checked without TLS".to_string())
+}
+
 /// Headers must be a JSON object whose values are strings (numbers and booleans are accepted
 /// and sent as their text); each name and value must be valid in HTTP.
 fn headers_from_json(value: Option<&serde_json::Value>) -> Result<Vec<(String, String)>, String> {
