@@ -113,7 +113,7 @@ async fn expectations_in_monitor_rows_decide_the_heartbeats() {
     );
     up(&beat(5).await, 5);
     let timed_out = beat(6).await;
-    down(&timed_out, 6, "timeout", "300ms");
+    down(&timed_out, 6, "timeout", "within 0.3s");
     let took = timed_out.4.expect("a response time");
     assert!(
         (300..900).contains(&took),
