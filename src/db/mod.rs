@@ -286,7 +286,9 @@ fn with_sources(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Takes a connection from the pool, mapping pool errors to [`DbError::Pool`].
+/// Takes a connection from the pool. When none comes within the connect timeout, the error
+/// says why attempts failed ([`DbError::Unreachable`]) if they did; other pool errors are
+/// [`DbError::Pool`].
 pub async fn checkout(pool: &Pool) -> Result<bb8::PooledConnection<'_, Manager>, DbError> {
     pool.get().await.map_err(|e| match e {
         bb8::RunError::TimedOut => pool.timed_out(DEFAULT_CONNECT_TIMEOUT),
