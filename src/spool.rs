@@ -10,7 +10,7 @@
 //! Every item is written to disk when it is pushed (one `write` per line): a killed process
 //! loses nothing. [`Spool::sync`] (`fsync` of the open segment, and of the directory after a
 //! segment was created) bounds what a crash of the whole machine can lose to the lines written
-//! since its last call; a segment is synced when it is sealed too. A
+//! since its last call, segments closed since then included. A
 //! segment is deleted once every item in it has been acknowledged (stored, or given up). At
 //! start, the segments left by the previous run are queued first, oldest first: they are
 //! *replayed*. Replaying an item that was in fact stored just before the kill is harmless only
@@ -155,6 +155,9 @@ pub struct Spool<T> {
     unreadable: usize,
     /// Whether a segment was created since the directory was last synced.
     dir_unsynced: bool,
+    /// Segments closed with lines not yet synced, for the next [`Spool::sync`] (dropped when
+    /// deleted, so bounded by the segments on disk even if `sync` is never called).
+    sealed_unsynced: Vec<(u64, File)>,
 }
 
 const SEGMENT_PREFIX: &str = "segment-";
@@ -214,6 +217,7 @@ impl<T: Serialize + DeserializeOwned> Spool<T> {
             open: None,
             unreadable: 0,
             dir_unsynced: false,
+            sealed_unsynced: Vec::new(),
         };
         Ok((spool, recovered))
     }
@@ -316,32 +320,37 @@ impl<T: Serialize + DeserializeOwned> Spool<T> {
         Ok(open.seq)
     }
 
-    /// Closes the open segment: queued for reading back if its items are on disk only,
-    /// deleted if every item in it is already acknowledged.
+    /// Closes the open segment: deleted if every item in it is already acknowledged, else kept
+    /// for the next [`Spool::sync`] if it has unsynced lines, and queued for reading back if
+    /// its items are on disk only.
     fn seal(&mut self) -> Result<(), SpoolError> {
         let Some(open) = self.open.take() else {
             return Ok(());
         };
-        if open.unsynced && (open.disk_only || self.loaded.get(&open.seq).is_some_and(|n| *n > 0)) {
-            let path = segment_path(&self.config.dir, open.seq);
-            open.file.sync_data().map_err(io_error(&path))?;
+        let pending = self.loaded.get(&open.seq).is_some_and(|n| *n > 0);
+        if !open.disk_only && !pending {
+            self.loaded.remove(&open.seq);
+            return self.remove_segment(open.seq);
+        }
+        if open.unsynced {
+            self.sealed_unsynced.push((open.seq, open.file));
         }
         if open.disk_only {
             self.unloaded.push_back((open.seq, open.items));
-            return Ok(());
-        }
-        if self.loaded.get(&open.seq).is_none_or(|n| *n == 0) {
-            self.loaded.remove(&open.seq);
-            self.remove_segment(open.seq)?;
         }
         Ok(())
     }
 
-    /// Makes every line written so far durable: `fsync` of the open segment if lines were
-    /// written to it since the last call, and of the directory if a segment was created.
+    /// Makes every line written so far durable: `fsync` of the segments closed and of the open
+    /// one if lines were written to them since the last call, and of the directory if a
+    /// segment was created. The writer calls it on a timer, off the path of each push.
     /// Returns whether anything needed it.
     pub fn sync(&mut self) -> Result<bool, SpoolError> {
-        let mut synced = false;
+        let mut synced = !self.sealed_unsynced.is_empty();
+        for (seq, file) in std::mem::take(&mut self.sealed_unsynced) {
+            file.sync_data()
+                .map_err(io_error(&segment_path(&self.config.dir, seq)))?;
+        }
         if let Some(open) = self.open.as_mut().filter(|o| o.unsynced) {
             let path = segment_path(&self.config.dir, open.seq);
             open.file.sync_data().map_err(io_error(&path))?;
@@ -471,7 +480,9 @@ impl<T: Serialize + DeserializeOwned> Spool<T> {
         dropped
     }
 
-    fn remove_segment(&self, seq: u64) -> Result<(), SpoolError> {
+    fn remove_segment(&mut self, seq: u64) -> Result<(), SpoolError> {
+        // Nothing left to sync in it: this keeps one handle at most per segment on disk.
+        self.sealed_unsynced.retain(|(s, _)| *s != seq);
         let path = segment_path(&self.config.dir, seq);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&path)(e)),

@@ -881,18 +881,25 @@ impl TestPki {
             .signed_by(&leaf_key, &issuer)
             .expect("leaf cert");
 
+        Self::from_parts(&ca_cert, &leaf, &leaf_key)
+    }
+
+    /// Trusts `ca` (also written to a PEM file) and serves `leaf` with `key`.
+    fn from_parts(
+        ca: &rcgen::Certificate,
+        leaf: &rcgen::Certificate,
+        key: &rcgen::KeyPair,
+    ) -> Self {
         let ca_file = tempfile::NamedTempFile::new().expect("ca file");
-        std::fs::write(ca_file.path(), ca_cert.pem()).expect("write ca");
+        std::fs::write(ca_file.path(), ca.pem()).expect("write ca");
         Self {
-            ca_der: ca_cert.der().clone(),
+            ca_der: ca.der().clone(),
             ca_file,
             server_chain: vec![leaf.der().clone()],
-            server_key_der: leaf_key.serialize_der(),
+            server_key_der: key.serialize_der(),
         }
     }
-}
 
-impl TestPki {
     /// A self-signed CA certificate for `names` served as the server's own (what
     /// `openssl req -x509` makes by default), and trusted as a root.
     pub fn ca_as_leaf(names: &[&str]) -> Self {
@@ -902,14 +909,7 @@ impl TestPki {
         let mut params = CertificateParams::new(names).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).expect("cert");
-        let ca_file = tempfile::NamedTempFile::new().expect("ca file");
-        std::fs::write(ca_file.path(), cert.pem()).expect("write ca");
-        Self {
-            ca_der: cert.der().clone(),
-            ca_file,
-            server_chain: vec![cert.der().clone()],
-            server_key_der: key.serialize_der(),
-        }
+        Self::from_parts(&cert, &cert, &key)
     }
 }
 
